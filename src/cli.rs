@@ -1,0 +1,154 @@
+//! The command line (SPEC §1): argument parsing, logging set-up, dispatch to the library,
+//! error printing and exit codes.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::spec::{self, Input};
+
+#[derive(Debug, Parser)]
+#[command(name = "imagesmith", version, about = "Assemble bootable Linux system images from container images (LinuxKit YAML)")]
+pub struct Cli {
+    /// Log only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More logging (repeat for more). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from one or more YAML files.
+    Build(BuildArgs),
+    /// Check YAML files without building (no engine needed).
+    Validate(ValidateArgs),
+}
+
+/// Output formats (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    #[value(name = "tar")]
+    Tar,
+    #[value(name = "tar.gz")]
+    TarGz,
+    #[value(name = "kernel+initrd")]
+    KernelInitrd,
+    #[value(name = "tar-kernel-initrd")]
+    TarKernelInitrd,
+    #[value(name = "docker")]
+    Docker,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// YAML files, merged in order; `-` reads standard input.
+    #[arg(required = true)]
+    pub files: Vec<String>,
+    /// Output file, or `-` for standard output (single-file formats only).
+    #[arg(short, long)]
+    pub output: Option<String>,
+    /// Output format (default: tar, or tar.gz for an output ending in .tar.gz/.tgz).
+    #[arg(short, long, value_enum)]
+    pub format: Option<Format>,
+    /// Output name without -o (default: the last YAML file's stem).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Output directory without -o, and for formats with several files.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Pull every image even when the engine has it.
+    #[arg(long)]
+    pub pull: bool,
+    /// Platform the images must be (os/arch[/variant]); default: the engine's own.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Images fetched and exported at once.
+    #[arg(short, long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Print the merged YAML with normalised image references and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// YAML files, merged in order; `-` reads standard input.
+    #[arg(required = true)]
+    pub files: Vec<String>,
+}
+
+/// Exit status for Ctrl-C.
+pub const EXIT_SIGINT: u8 = 130;
+/// Exit status for SIGTERM.
+pub const EXIT_SIGTERM: u8 = 143;
+
+pub fn inputs(files: &[String]) -> Vec<Input> {
+    files
+        .iter()
+        .map(|f| if f == "-" { Input::Stdin } else { Input::Path(PathBuf::from(f)) })
+        .collect()
+}
+
+fn init_logging(quiet: bool, verbose: u8) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    // Our own crate at the chosen level; dependencies one step quieter unless -vv.
+    let default = if verbose >= 2 {
+        level.to_string()
+    } else {
+        format!("warn,imagesmith={level}")
+    };
+    let env = env_logger::Env::default().default_filter_or(default);
+    let _ = env_logger::Builder::from_env(env)
+        .format_timestamp(None)
+        .format_target(false)
+        .try_init();
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.quiet, cli.verbose);
+    let res = match cli.command {
+        Command::Build(args) => crate::build::run(&args, cli.quiet),
+        Command::Validate(args) => validate(&args),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                // The reader went away: the artifact is incomplete (SPEC §1).
+                log::error!("standard output was closed before the output was complete");
+                return ExitCode::FAILURE;
+            }
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn validate(args: &ValidateArgs) -> anyhow::Result<()> {
+    let loaded = spec::load(&inputs(&args.files)).map_err(|d| anyhow::anyhow!("invalid configuration:\n{d}"))?;
+    for w in &loaded.warnings {
+        log::warn!("{w}");
+    }
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! imagesmith assembles bootable Linux system images from container images, reading
+//! LinuxKit's YAML format and writing LinuxKit's output layout. See `ARCHITECTURE.md` for the
+//! module map and the path data takes.
+
+pub mod archive;
+pub mod build;
+pub mod cli;
+pub mod engine;
+pub mod oci;
+pub mod output;
+pub mod plan;
+pub mod rewrite;
+pub mod spec;
