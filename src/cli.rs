@@ -5,12 +5,16 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::spec::{self, Input};
 
 #[derive(Debug, Parser)]
-#[command(name = "imagesmith", version, about = "Assemble bootable Linux system images from container images (LinuxKit YAML)")]
+#[command(
+    name = "imagesmith",
+    version,
+    about = "Assemble bootable Linux system images from container images (LinuxKit YAML)"
+)]
 pub struct Cli {
     /// Log only errors.
     #[arg(short, long, global = true)]
@@ -30,20 +34,7 @@ pub enum Command {
     Validate(ValidateArgs),
 }
 
-/// Output formats (SPEC §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    #[value(name = "tar")]
-    Tar,
-    #[value(name = "tar.gz")]
-    TarGz,
-    #[value(name = "kernel+initrd")]
-    KernelInitrd,
-    #[value(name = "tar-kernel-initrd")]
-    TarKernelInitrd,
-    #[value(name = "docker")]
-    Docker,
-}
+pub use crate::output::Format;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -91,7 +82,13 @@ pub const EXIT_SIGTERM: u8 = 143;
 pub fn inputs(files: &[String]) -> Vec<Input> {
     files
         .iter()
-        .map(|f| if f == "-" { Input::Stdin } else { Input::Path(PathBuf::from(f)) })
+        .map(|f| {
+            if f == "-" {
+                Input::Stdin
+            } else {
+                Input::Path(PathBuf::from(f))
+            }
+        })
         .collect()
 }
 
@@ -146,7 +143,8 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn validate(args: &ValidateArgs) -> anyhow::Result<()> {
-    let loaded = spec::load(&inputs(&args.files)).map_err(|d| anyhow::anyhow!("invalid configuration:\n{d}"))?;
+    let loaded = spec::load(&inputs(&args.files))
+        .map_err(|d| anyhow::anyhow!("invalid configuration:\n{d}"))?;
     for w in &loaded.warnings {
         log::warn!("{w}");
     }
