@@ -372,7 +372,11 @@ pub struct Trust {
 /// later number.
 pub fn id_map(spec: &Spec) -> BTreeMap<String, u32> {
     let mut map = BTreeMap::new();
-    let all = spec.onboot.iter().chain(&spec.onshutdown).chain(&spec.services);
+    let all = spec
+        .onboot
+        .iter()
+        .chain(&spec.onshutdown)
+        .chain(&spec.services);
     for (i, e) in all.enumerate() {
         map.insert(e.name.clone(), 100 + i as u32);
     }

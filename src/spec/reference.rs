@@ -75,7 +75,12 @@ impl Reference {
             (None, None) => Some("latest".to_string()),
             (t, _) => t,
         };
-        Ok(Reference { domain, path, tag, digest })
+        Ok(Reference {
+            domain,
+            path,
+            tag,
+            digest,
+        })
     }
 
     /// `domain/path`, the repository without tag or digest.
@@ -85,7 +90,10 @@ impl Reference {
 
     /// What to pass as the `tag` of a pull: the digest when there is one, else the tag.
     pub fn tag_or_digest(&self) -> &str {
-        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or("latest")
+        self.digest
+            .as_deref()
+            .or(self.tag.as_deref())
+            .unwrap_or("latest")
     }
 }
 
@@ -111,7 +119,11 @@ fn split_domain(name: &str) -> (Option<String>, &str) {
                 || first == "localhost"
                 || first.chars().any(|c| c.is_ascii_uppercase()) =>
         {
-            let d = if first == "index.docker.io" { "docker.io" } else { first };
+            let d = if first == "index.docker.io" {
+                "docker.io"
+            } else {
+                first
+            };
             (Some(d.to_string()), rest)
         }
         _ => (None, name),
@@ -143,10 +155,10 @@ fn check_domain(d: &str) -> Result<(), &'static str> {
             }
         }
     }
-    if let Some(p) = port {
-        if p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) {
-            return Err("invalid registry port");
-        }
+    if let Some(p) = port
+        && (p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err("invalid registry port");
     }
     Ok(())
 }
@@ -186,7 +198,11 @@ fn check_path_component(c: &str) -> Result<(), &'static str> {
 fn check_tag(t: &str) -> Result<(), &'static str> {
     let b = t.as_bytes();
     let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
-    if b.is_empty() || b.len() > 128 || !word(b[0]) || !b.iter().all(|&x| word(x) || x == b'.' || x == b'-') {
+    if b.is_empty()
+        || b.len() > 128
+        || !word(b[0])
+        || !b.iter().all(|&x| word(x) || x == b'.' || x == b'-')
+    {
         return Err("invalid tag");
     }
     Ok(())
@@ -196,7 +212,9 @@ fn check_digest(d: &str) -> Result<(), &'static str> {
     let (alg, hex) = d.split_once(':').ok_or("invalid digest")?;
     let alg_ok = !alg.is_empty()
         && alg.split(['+', '.', '_', '-']).all(|p| {
-            !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         });
     if !alg_ok || hex.len() < 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err("invalid digest");
@@ -223,16 +241,36 @@ mod tests {
         assert_eq!(n("host:5000/x"), "host:5000/x:latest");
         assert_eq!(n("localhost/x:2"), "localhost/x:2");
         assert_eq!(n("127.0.0.1:5000/a/b/c:t"), "127.0.0.1:5000/a/b/c:t");
-        assert_eq!(n("index.docker.io/library/alpine"), "docker.io/library/alpine:latest");
+        assert_eq!(
+            n("index.docker.io/library/alpine"),
+            "docker.io/library/alpine:latest"
+        );
         let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-        assert_eq!(n(&format!("alpine@{d}")), format!("docker.io/library/alpine@{d}"));
-        assert_eq!(n(&format!("alpine:3@{d}")), format!("docker.io/library/alpine:3@{d}"));
+        assert_eq!(
+            n(&format!("alpine@{d}")),
+            format!("docker.io/library/alpine@{d}")
+        );
+        assert_eq!(
+            n(&format!("alpine:3@{d}")),
+            format!("docker.io/library/alpine:3@{d}")
+        );
         assert_eq!(n("golden/base:1"), "docker.io/golden/base:1");
     }
 
     #[test]
     fn rejects_invalid() {
-        for s in ["", "UPPER", "a//b", "a:", "-a", "a@sha256:12", ":tag", "a b", "x/y:t@", "a/B"] {
+        for s in [
+            "",
+            "UPPER",
+            "a//b",
+            "a:",
+            "-a",
+            "a@sha256:12",
+            ":tag",
+            "a b",
+            "x/y:t@",
+            "a/B",
+        ] {
             assert!(Reference::parse(s).is_err(), "{s} should be rejected");
         }
     }
