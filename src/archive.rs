@@ -25,8 +25,14 @@ pub enum Kind {
     Symlink(Name),
     /// Hard link to an earlier entry of the same archive (a full path, not relative).
     Link(Name),
-    Char { major: u32, minor: u32 },
-    Block { major: u32, minor: u32 },
+    Char {
+        major: u32,
+        minor: u32,
+    },
+    Block {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
 }
 
@@ -154,9 +160,46 @@ impl<W: Write> Sink for TarSink<W> {
                 let target = Path::new(std::ffi::OsStr::from_bytes(t));
                 self.builder.append_link(&mut h, path, target)
             }
-            Kind::File => self.builder.append_data(&mut h, path, data.take(size)),
+            Kind::File => self.builder.append_data(
+                &mut h,
+                path,
+                Exact {
+                    inner: data,
+                    left: size,
+                },
+            ),
             _ => self.builder.append_data(&mut h, path, io::empty()),
         }
+    }
+}
+
+/// Yields exactly `left` bytes of `inner`, or fails: a short source must not produce an
+/// archive whose header promises more than its data.
+struct Exact<'a> {
+    inner: &'a mut dyn Read,
+    left: u64,
+}
+
+impl Read for Exact<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "content ended {} bytes short of its declared size",
+                    self.left
+                ),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 
@@ -209,7 +252,10 @@ fn convert<R: Read>(te: &mut tar::Entry<'_, R>) -> Result<Option<Entry>, ReadErr
     let h = te.header();
     let ty = h.entry_type();
     let path: Name = te.path_bytes().into_owned();
-    let link = te.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
+    let link = te
+        .link_name_bytes()
+        .map(|l| l.into_owned())
+        .unwrap_or_default();
     let major = h.device_major().ok().flatten().unwrap_or(0);
     let minor = h.device_minor().ok().flatten().unwrap_or(0);
     let kind = match ty {
@@ -245,7 +291,11 @@ fn convert<R: Read>(te: &mut tar::Entry<'_, R>) -> Result<Option<Entry>, ReadErr
             let ext = ext?;
             let key = String::from_utf8_lossy(ext.key_bytes()).into_owned();
             let value = ext.value_bytes();
-            let num = || std::str::from_utf8(value).ok().and_then(|v| v.split('.').next()?.parse::<u64>().ok());
+            let num = || {
+                std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.split('.').next()?.parse::<u64>().ok())
+            };
             match key.as_str() {
                 // Applied by tar-rs already, or recomputed by every writer.
                 "path" | "linkpath" | "size" | "atime" | "ctime" => {}
@@ -287,14 +337,26 @@ pub(crate) mod tests {
         big.uid = 3_000_000;
         big.gid = 4_000_000;
         big.uname = "üser".as_bytes().to_vec();
-        big.pax.push(("SCHILY.xattr.security.capability".into(), vec![1, 0, 0, 2, 0xff]));
+        big.pax.push((
+            "SCHILY.xattr.security.capability".into(),
+            vec![1, 0, 0, 2, 0xff],
+        ));
         let entries = vec![
             (Entry::dir("d", 0o755, 1), Vec::new()),
             (big, b"abc".to_vec()),
             (Entry::symlink("s", target.clone(), 0o777, 2), Vec::new()),
-            (Entry::new("h", Kind::Link(long.clone().into_bytes()), 0o644, 3, 0), Vec::new()),
-            (Entry::new("c", Kind::Char { major: 1, minor: 3 }, 0o666, 4, 0), Vec::new()),
-            (Entry::new("b", Kind::Block { major: 8, minor: 1 }, 0o660, 5, 0), Vec::new()),
+            (
+                Entry::new("h", Kind::Link(long.clone().into_bytes()), 0o644, 3, 0),
+                Vec::new(),
+            ),
+            (
+                Entry::new("c", Kind::Char { major: 1, minor: 3 }, 0o666, 4, 0),
+                Vec::new(),
+            ),
+            (
+                Entry::new("b", Kind::Block { major: 8, minor: 1 }, 0o660, 5, 0),
+                Vec::new(),
+            ),
             (Entry::new("f", Kind::Fifo, 0o600, 6, 0), Vec::new()),
         ];
         let mut sink = TarSink::new(Vec::new());

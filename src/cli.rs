@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::spec::{self, Input};
 
@@ -34,20 +34,7 @@ pub enum Command {
     Validate(ValidateArgs),
 }
 
-/// Output formats (SPEC §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    #[value(name = "tar")]
-    Tar,
-    #[value(name = "tar.gz")]
-    TarGz,
-    #[value(name = "kernel+initrd")]
-    KernelInitrd,
-    #[value(name = "tar-kernel-initrd")]
-    TarKernelInitrd,
-    #[value(name = "docker")]
-    Docker,
-}
+pub use crate::output::Format;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {

@@ -1,1 +1,311 @@
-//! Planning.
+//! Planning: from a validated spec and the resolved images to the ordered list of output
+//! operations of SPEC §4.1. Every decision is taken here, before the first export: the label
+//! merge and the `config.json`/`runtime.json` of every bundle, the bundle layouts, which
+//! bundle gets the first copy of an image and which ones point at it, the generated
+//! directories. The executor (`build`) only streams.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::engine::ImageInfo;
+use crate::oci;
+use crate::rewrite::Resolv;
+use crate::spec::merge::{self, ImageDefaults};
+use crate::spec::reference::Reference;
+use crate::spec::{self, ImageEntry, Spec};
+
+/// One step of writing the output, in output order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// A generated directory (0755, uid/gid 0, fixed time); written once per output.
+    Dir(String),
+    /// A generated file (0644, uid/gid 0, fixed time).
+    File { path: String, data: Vec<u8> },
+    /// `boot/` from a kernel image, then its modules tarball at `/` (SPEC §4.1 step 1).
+    Kernel(KernelOp),
+    /// An image's filtered file system under `prefix` (empty for `/`).
+    Image {
+        image: String,
+        prefix: String,
+        resolv: Resolv,
+    },
+    /// The `files` entry with this index.
+    UserFile(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelOp {
+    pub image: String,
+    pub binary: String,
+    pub tar: Option<String>,
+    pub ucode: Option<String>,
+    pub cmdline: String,
+}
+
+/// The whole output, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub ops: Vec<Op>,
+}
+
+impl Plan {
+    /// The images exported, in output order (an image is exported once per `Image`/`Kernel`
+    /// op it appears in).
+    pub fn exports(&self) -> impl Iterator<Item = &str> {
+        self.ops.iter().filter_map(|op| match op {
+            Op::Kernel(k) => Some(k.image.as_str()),
+            Op::Image { image, .. } => Some(image.as_str()),
+            _ => None,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{what} (image `{image}`): invalid org.mobyproject.config label:\n{diags}")]
+    Label {
+        what: String,
+        image: String,
+        diags: spec::Diagnostics,
+    },
+    #[error("{what} (image `{image}`): {source}")]
+    Merge {
+        what: String,
+        image: String,
+        #[source]
+        source: merge::MergeError,
+    },
+    #[error("{what} (image `{image}`): {source}")]
+    Oci {
+        what: String,
+        image: String,
+        #[source]
+        source: oci::OciError,
+    },
+    #[error("image `{0}` was not resolved")]
+    Unresolved(String),
+}
+
+/// The distinct images of `spec`, in the order they first appear in the output.
+pub fn images(spec: &Spec) -> Vec<Reference> {
+    let mut out: Vec<Reference> = Vec::new();
+    let mut add = |r: &Reference| {
+        if !out.contains(r) {
+            out.push(r.clone());
+        }
+    };
+    if let Some(img) = spec.kernel.as_ref().and_then(|k| k.image.as_ref()) {
+        add(&img.reference);
+    }
+    for i in &spec.init {
+        add(&i.reference);
+    }
+    for v in &spec.volumes {
+        if let Some(i) = &v.image {
+            add(&i.reference);
+        }
+    }
+    for e in spec
+        .onboot
+        .iter()
+        .chain(&spec.onshutdown)
+        .chain(&spec.services)
+    {
+        add(&e.image.reference);
+    }
+    out
+}
+
+#[derive(Clone, Copy)]
+enum Section {
+    Onboot,
+    Onshutdown,
+    Services,
+}
+
+impl Section {
+    fn dir(self, index: usize, name: &str) -> String {
+        match self {
+            Section::Onboot => format!("containers/onboot/{index:03}-{name}"),
+            Section::Onshutdown => format!("containers/onshutdown/{index:03}-{name}"),
+            Section::Services => format!("containers/services/{name}"),
+        }
+    }
+    fn what(self, name: &str) -> String {
+        match self {
+            Section::Onboot => format!("onboot container `{name}`"),
+            Section::Onshutdown => format!("onshutdown container `{name}`"),
+            Section::Services => format!("service `{name}`"),
+        }
+    }
+}
+
+/// The defaults an entry inherits from its image.
+pub fn image_defaults(info: &ImageInfo) -> ImageDefaults {
+    ImageDefaults {
+        entrypoint: info.entrypoint.clone(),
+        cmd: info.cmd.clone(),
+        env: info.env.clone(),
+        working_dir: info.working_dir.clone(),
+    }
+}
+
+/// Plans the output of `spec`; `images` maps every normalised reference of [`images`] to
+/// what the engine said about it.
+pub fn plan(spec: &Spec, images: &HashMap<String, ImageInfo>) -> Result<Plan, PlanError> {
+    let mut ops = Vec::new();
+    let info = |r: &Reference| {
+        let key = r.to_string();
+        images.get(&key).ok_or(PlanError::Unresolved(key))
+    };
+
+    // 1. kernel
+    if let Some(k) = &spec.kernel
+        && let Some(img) = &k.image
+    {
+        info(&img.reference)?;
+        ops.push(Op::Kernel(KernelOp {
+            image: img.normalized(),
+            binary: k.binary().to_string(),
+            tar: k.tar().map(str::to_string),
+            ucode: k.ucode().map(str::to_string),
+            cmdline: k.cmdline().to_string(),
+        }));
+    }
+    // 2. init images at /
+    for i in &spec.init {
+        info(&i.reference)?;
+        ops.push(Op::Image {
+            image: i.normalized(),
+            prefix: String::new(),
+            resolv: Resolv::Symlink,
+        });
+    }
+    // 3. volumes
+    if !spec.volumes.is_empty() {
+        ops.push(Op::Dir("containers".into()));
+        ops.push(Op::Dir("containers/volumes".into()));
+    }
+    for v in &spec.volumes {
+        let base = format!("containers/volumes/{}", v.name);
+        ops.push(Op::Dir(base.clone()));
+        ops.push(Op::Dir(format!("{base}/lower")));
+        if let Some(img) = &v.image {
+            info(&img.reference)?;
+            ops.push(Op::Image {
+                image: img.normalized(),
+                prefix: format!("{base}/lower"),
+                resolv: Resolv::Symlink,
+            });
+        }
+        ops.push(Op::Dir(format!("{base}/tmp")));
+        ops.push(Op::Dir(format!("{base}/merged")));
+    }
+    // 4-6. bundles
+    let ids = spec::id_map(spec);
+    let mut first_copy: HashMap<String, String> = HashMap::new();
+    let sections = [
+        (Section::Onboot, &spec.onboot, "containers/onboot"),
+        (
+            Section::Onshutdown,
+            &spec.onshutdown,
+            "containers/onshutdown",
+        ),
+        (Section::Services, &spec.services, "containers/services"),
+    ];
+    for (section, entries, parent) in sections {
+        if entries.is_empty() {
+            continue;
+        }
+        ops.push(Op::Dir("containers".into()));
+        ops.push(Op::Dir(parent.into()));
+        for (i, e) in entries.iter().enumerate() {
+            bundle(
+                &mut ops,
+                section,
+                i,
+                e,
+                info(&e.image.reference)?,
+                &ids,
+                &mut first_copy,
+            )?;
+        }
+    }
+    // 7. files
+    for i in 0..spec.files.len() {
+        ops.push(Op::UserFile(i));
+    }
+    Ok(Plan { ops })
+}
+
+fn bundle(
+    ops: &mut Vec<Op>,
+    section: Section,
+    index: usize,
+    e: &ImageEntry,
+    info: &ImageInfo,
+    ids: &BTreeMap<String, u32>,
+    first_copy: &mut HashMap<String, String>,
+) -> Result<(), PlanError> {
+    let what = section.what(&e.name);
+    let image = e.image.normalized();
+    let label = match info.moby_label() {
+        Some(text) => Some(
+            spec::parse_label(&image, text).map_err(|diags| PlanError::Label {
+                what: what.clone(),
+                image: image.clone(),
+                diags,
+            })?,
+        ),
+        None => None,
+    };
+    let resolved = merge::resolve(e, label.as_ref(), &image_defaults(info)).map_err(|source| {
+        PlanError::Merge {
+            what: what.clone(),
+            image: image.clone(),
+            source,
+        }
+    })?;
+    let cfg = oci::bundle_config(&resolved, ids).map_err(|source| PlanError::Oci {
+        what: what.clone(),
+        image: image.clone(),
+        source,
+    })?;
+    let dir = section.dir(index, &e.name);
+    let own = format!(
+        "{dir}/{}",
+        if resolved.readonly { "rootfs" } else { "lower" }
+    );
+    let root = match first_copy.get(&image) {
+        Some(first) => first.clone(),
+        None => {
+            first_copy.insert(image.clone(), own.clone());
+            own.clone()
+        }
+    };
+    let placed_here = root == own;
+    ops.push(Op::Dir(dir.clone()));
+    if placed_here {
+        ops.push(Op::Dir(own.clone()));
+        ops.push(Op::Image {
+            image: image.clone(),
+            prefix: own,
+            resolv: Resolv::File,
+        });
+    }
+    ops.push(Op::File {
+        path: format!("{dir}/config.json"),
+        data: cfg.config_json,
+    });
+    if !resolved.readonly {
+        ops.push(Op::Dir(format!("{dir}/tmp")));
+        ops.push(Op::Dir(format!("{dir}/rootfs")));
+    } else if !placed_here {
+        ops.push(Op::Dir(format!("{dir}/rootfs")));
+    }
+    let mounts = oci::rootfs_mounts(&dir, &root, resolved.readonly);
+    ops.push(Op::File {
+        path: format!("{dir}/runtime.json"),
+        data: oci::runtime_json(&cfg.runtime, mounts),
+    });
+    Ok(())
+}

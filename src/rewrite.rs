@@ -78,7 +78,12 @@ pub const RESOLV_FILE: &str = "\n# no resolv.conf configured\n";
 pub const RESOLV_TARGET: &str = "/run/resolvconf/resolv.conf";
 
 /// Names dropped from every placed image.
-const DROPPED: [&[u8]; 4] = [b".dockerenv", b"Dockerfile", b"dev/console", b"etc/hostname"];
+const DROPPED: [&[u8]; 4] = [
+    b".dockerenv",
+    b"Dockerfile",
+    b"dev/console",
+    b"etc/hostname",
+];
 
 /// The always-present set, in the order missing ones are added (parents first).
 const TOUCH: [&[u8]; 9] = [
@@ -187,7 +192,11 @@ impl Seen {
 }
 
 /// Places one image's tar stream into `sink` under `p.prefix`, applying SPEC §4.5.
-pub fn place(src: impl Read, sink: &mut dyn Sink, p: &Placement<'_>) -> Result<Stats, RewriteError> {
+pub fn place(
+    src: impl Read,
+    sink: &mut dyn Sink,
+    p: &Placement<'_>,
+) -> Result<Stats, RewriteError> {
     let mut stats = Stats::default();
     let mut seen = Seen::default();
     let mut touched = [false; TOUCH.len()];
@@ -225,7 +234,10 @@ pub fn place(src: impl Read, sink: &mut dyn Sink, p: &Placement<'_>) -> Result<S
         }
         if let Kind::Link(target) = &e.kind {
             let t = normalize(target).map_err(|_| {
-                Fail::Hostile(e.display_path(), "is a hard link whose target has a `..` component")
+                Fail::Hostile(
+                    e.display_path(),
+                    "is a hard link whose target has a `..` component",
+                )
             })?;
             if t.is_empty() || !seen.contains(&t) {
                 return Err(Fail::Hostile(
@@ -244,10 +256,17 @@ pub fn place(src: impl Read, sink: &mut dyn Sink, p: &Placement<'_>) -> Result<S
     match res {
         Ok(()) => {}
         Err(Fail::Read(source)) => {
-            return Err(RewriteError::Read { image: p.image.to_string(), source });
+            return Err(RewriteError::Read {
+                image: p.image.to_string(),
+                source,
+            });
         }
         Err(Fail::Hostile(path, why)) => {
-            return Err(RewriteError::Hostile { image: p.image.to_string(), path, why });
+            return Err(RewriteError::Hostile {
+                image: p.image.to_string(),
+                path,
+                why,
+            });
         }
         Err(Fail::Write(e)) => return Err(RewriteError::Write(e)),
     }
@@ -300,9 +319,19 @@ mod tests {
         b.into_inner().unwrap()
     }
 
-    fn place_vec(input: &[u8], prefix: &str, resolv: Resolv) -> Result<Vec<(Entry, Vec<u8>)>, RewriteError> {
+    fn place_vec(
+        input: &[u8],
+        prefix: &str,
+        resolv: Resolv,
+    ) -> Result<Vec<(Entry, Vec<u8>)>, RewriteError> {
         let mut out = TarSink::new(Vec::new());
-        let p = Placement { image: "test/img:1", prefix, filter: true, resolv, mtime: T };
+        let p = Placement {
+            image: "test/img:1",
+            prefix,
+            filter: true,
+            resolv,
+            mtime: T,
+        };
         place(input, &mut out, &p)?;
         Ok(read_all(&out.finish().unwrap()))
     }
@@ -360,7 +389,10 @@ mod tests {
         assert_eq!(get("etc/resolv.conf").1, RESOLV_FILE.as_bytes());
         assert_eq!(get("etc/resolv.conf").0.mode, 0o644);
         // added
-        assert_eq!(get("etc/mtab").0.kind, Kind::Symlink(b"/proc/mounts".to_vec()));
+        assert_eq!(
+            get("etc/mtab").0.kind,
+            Kind::Symlink(b"/proc/mounts".to_vec())
+        );
         assert_eq!(get("proc").0.mode, 0o755);
         assert_eq!(get("proc").0.mtime, T);
     }
@@ -369,29 +401,54 @@ mod tests {
     fn resolv_symlink_for_init() {
         let input = tar_of(&[(Entry::file("etc/resolv.conf", 0o644, 5, 1), b"x")]);
         let out = place_vec(&input, "", Resolv::Symlink).unwrap();
-        let r = out.iter().find(|(e, _)| e.path == b"etc/resolv.conf").unwrap();
+        let r = out
+            .iter()
+            .find(|(e, _)| e.path == b"etc/resolv.conf")
+            .unwrap();
         assert_eq!(r.0.kind, Kind::Symlink(RESOLV_TARGET.as_bytes().to_vec()));
         assert_eq!(r.0.mode, 0o644);
-        assert_eq!(out.iter().filter(|(e, _)| e.path == b"etc/resolv.conf").count(), 1);
+        assert_eq!(
+            out.iter()
+                .filter(|(e, _)| e.path == b"etc/resolv.conf")
+                .count(),
+            1
+        );
     }
 
     #[test]
     fn hard_links_are_reprefixed_and_checked() {
         let input = tar_of(&[
             (Entry::file("./usr/bin/a", 0o755, 5, 1), b"a"),
-            (Entry::new("usr/bin/b", Kind::Link(b"./usr/bin/a".to_vec()), 0o755, 5, 0), b""),
+            (
+                Entry::new(
+                    "usr/bin/b",
+                    Kind::Link(b"./usr/bin/a".to_vec()),
+                    0o755,
+                    5,
+                    0,
+                ),
+                b"",
+            ),
         ]);
         let out = place_vec(&input, "x/lower", Resolv::File).unwrap();
-        let b = out.iter().find(|(e, _)| e.path == b"x/lower/usr/bin/b").unwrap();
+        let b = out
+            .iter()
+            .find(|(e, _)| e.path == b"x/lower/usr/bin/b")
+            .unwrap();
         assert_eq!(b.0.kind, Kind::Link(b"x/lower/usr/bin/a".to_vec()));
 
         let unseen = tar_of(&[(Entry::new("b", Kind::Link(b"a".to_vec()), 0o755, 5, 0), b"")]);
-        let err = place_vec(&unseen, "", Resolv::File).unwrap_err().to_string();
+        let err = place_vec(&unseen, "", Resolv::File)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("test/img:1") && err.contains("`b`"), "{err}");
 
         let to_dropped = tar_of(&[
             (Entry::file(".dockerenv", 0o755, 5, 0), b""),
-            (Entry::new("b", Kind::Link(b".dockerenv".to_vec()), 0o755, 5, 0), b""),
+            (
+                Entry::new("b", Kind::Link(b".dockerenv".to_vec()), 0o755, 5, 0),
+                b"",
+            ),
         ]);
         assert!(place_vec(&to_dropped, "", Resolv::File).is_err());
     }
@@ -399,8 +456,13 @@ mod tests {
     #[test]
     fn hostile_names_are_rejected() {
         let dotdot = raw_tar(&[("a/../../etc/passwd", tar::EntryType::Regular, "")]);
-        let err = place_vec(&dotdot, "p", Resolv::File).unwrap_err().to_string();
-        assert!(err.contains("a/../../etc/passwd") && err.contains("test/img:1"), "{err}");
+        let err = place_vec(&dotdot, "p", Resolv::File)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a/../../etc/passwd") && err.contains("test/img:1"),
+            "{err}"
+        );
         let link = raw_tar(&[
             ("a", tar::EntryType::Regular, ""),
             ("b", tar::EntryType::Link, "../a"),

@@ -36,20 +36,27 @@ impl DockerEngine {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
         let hint = "start a Docker engine (e.g. `dockerd`), or set DOCKER_HOST to where one listens (docker CLI contexts are not read)";
-        if let Some(path) = host.strip_prefix("unix://") {
-            if !std::path::Path::new(path).exists() {
-                return Err(EngineError::Connect(format!(
-                    "no Docker engine at {host}: {path} does not exist; {hint}"
-                )));
-            }
+        if let Some(path) = host.strip_prefix("unix://")
+            && !std::path::Path::new(path).exists()
+        {
+            return Err(EngineError::Connect(format!(
+                "no Docker engine at {host}: {path} does not exist; {hint}"
+            )));
         }
-        let docker = Docker::connect_with_defaults()
-            .map_err(|e| EngineError::Connect(format!("cannot connect to the Docker engine at {host}: {e}; {hint}")))?;
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(|e| EngineError::Connect(format!("the Docker engine at {host} does not answer: {e}; {hint}")))?;
-        log::debug!("connected to {host}, API version {:?}", docker.client_version());
+        let docker = Docker::connect_with_defaults().map_err(|e| {
+            EngineError::Connect(format!(
+                "cannot connect to the Docker engine at {host}: {e}; {hint}"
+            ))
+        })?;
+        let docker = docker.negotiate_version().await.map_err(|e| {
+            EngineError::Connect(format!(
+                "the Docker engine at {host} does not answer: {e}; {hint}"
+            ))
+        })?;
+        log::debug!(
+            "connected to {host}, API version {:?}",
+            docker.client_version()
+        );
         Ok(DockerEngine {
             docker,
             host,
@@ -82,7 +89,9 @@ impl DockerEngine {
                     labels: c.labels.unwrap_or_default().into_iter().collect(),
                 }))
             }
-            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
             Err(e) => Err(EngineError::Image {
                 image: image.to_string(),
                 message: format!("inspect failed: {}", message(&e)),
@@ -157,18 +166,18 @@ impl Engine for DockerEngine {
                 image: image.clone(),
                 message: "the engine does not have it after the pull".into(),
             })?;
-            if let Some(p) = &opts.platform {
-                if !platform_matches(&info, p) {
-                    let mut actual = format!("{}/{}", info.os, info.architecture);
-                    if !info.variant.is_empty() {
-                        actual = format!("{actual}/{}", info.variant);
-                    }
-                    return Err(EngineError::Platform {
-                        image,
-                        actual,
-                        wanted: p.clone(),
-                    });
+            if let Some(p) = &opts.platform
+                && !platform_matches(&info, p)
+            {
+                let mut actual = format!("{}/{}", info.os, info.architecture);
+                if !info.variant.is_empty() {
+                    actual = format!("{actual}/{}", info.variant);
                 }
+                return Err(EngineError::Platform {
+                    image,
+                    actual,
+                    wanted: p.clone(),
+                });
             }
             Ok(info)
         })
@@ -211,9 +220,15 @@ impl Engine for DockerEngine {
 
     fn remove<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
-            let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+            let opts = RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .v(true)
+                .build();
             match self.docker.remove_container(container, Some(opts)).await {
-                Ok(()) | Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => {
+                Ok(())
+                | Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {
                     log::debug!("removed container {container}");
                     Ok(())
                 }

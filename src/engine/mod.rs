@@ -9,6 +9,7 @@
 //! [`Exports::remove_all`] from the signal handler.
 
 pub mod docker;
+pub mod fake;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

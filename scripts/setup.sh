@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Sets up what imagesmith's tests and examples need on a Debian machine, idempotently:
+# the Debian packages (docker.io, docker-registry, runc, busybox-static, cpio, socat,
+# qemu-system-x86, linux-image-amd64), then a Docker engine when none answers
+# (overlay2, falling back to vfs), waiting for its socket.
+# Safe to run again: installed packages and a running engine are left as they are.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    log "must run as root (installs packages and starts dockerd)"; exit 1
+  fi
+}
+
+PACKAGES=(docker.io docker-registry runc busybox-static cpio socat qemu-system-x86 linux-image-amd64 python3 openssl)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  need_root
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+engine_up() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+if ! engine_up; then
+  need_root
+  if [ -n "${DOCKER_HOST:-}" ] && [ "${DOCKER_HOST}" != "unix:///var/run/docker.sock" ]; then
+    log "DOCKER_HOST=$DOCKER_HOST does not answer; unset it to use a local engine"; exit 1
+  fi
+  for driver in overlay2 vfs; do
+    log "starting dockerd (storage driver $driver)"
+    nohup dockerd --storage-driver="$driver" --iptables=false --bridge=none \
+      >"/var/log/imagesmith-dockerd.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 60); do
+      engine_up && break
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 1
+    done
+    if engine_up; then break; fi
+    log "dockerd with $driver did not come up:"; tail -5 /var/log/imagesmith-dockerd.log >&2 || true
+    kill "$pid" 2>/dev/null || true; sleep 2
+  done
+  engine_up || { log "no Docker engine could be started"; exit 1; }
+fi
+log "engine $(docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})')"
