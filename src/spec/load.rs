@@ -202,6 +202,7 @@ fn check(m: &DraftDoc, errors: &mut Vec<Diagnostic>, warnings: &mut Vec<Diagnost
         e.iter()
             .map(|d| EntryFacts {
                 section,
+                path: &d.path,
                 name: d.name.as_ref().map(|(n, p)| (n.as_str(), p)),
                 ids: &d.ids,
                 binds: &d.binds,
@@ -217,6 +218,7 @@ fn check(m: &DraftDoc, errors: &mut Vec<Diagnostic>, warnings: &mut Vec<Diagnost
         .filter_map(|v| {
             let (name, pos) = v.name.as_ref()?;
             Some(VolumeFacts {
+                path: &v.path,
                 name,
                 pos,
                 readonly: v.volume.as_ref().is_some_and(|v| v.readonly),

@@ -80,26 +80,31 @@ impl Section {
 /// A container entry as far as it could be read.
 #[derive(Debug, Clone)]
 pub(crate) struct DraftEntry {
+    /// `services[2]`, for messages.
+    pub path: String,
     pub pos: Pos,
     pub name: Option<(String, Pos)>,
     pub image: Option<ImageRef>,
     pub config: ImageConfig,
-    /// `uid`, `gid` and `additionalGids` values, to resolve against the container names.
-    pub ids: Vec<(Id, Pos)>,
-    /// `binds` and `binds.add` entries, for the volume checks.
-    pub binds: Vec<(String, Pos)>,
+    /// `uid`, `gid` and `additionalGids` values (with position and path), to resolve
+    /// against the container names.
+    pub ids: Vec<(Id, Pos, String)>,
+    /// `binds` and `binds.add` entries (with position and path), for the volume checks.
+    pub binds: Vec<(String, Pos, String)>,
 }
 
 /// A `files` entry as far as it could be read.
 #[derive(Debug, Clone)]
 pub(crate) struct DraftFile {
     pub entry: Option<FileEntry>,
-    pub ids: Vec<(Id, Pos)>,
+    pub ids: Vec<(Id, Pos, String)>,
 }
 
 /// A volume as far as it could be read.
 #[derive(Debug, Clone)]
 pub(crate) struct DraftVolume {
+    /// `volumes[1]`, for messages.
+    pub path: String,
     pub name: Option<(String, Pos)>,
     pub volume: Option<Volume>,
 }
@@ -128,6 +133,9 @@ pub(crate) struct Cx {
 struct Fields<'n> {
     node: &'n Node,
     entries: Vec<(&'static str, &'n Node, &'n Node)>,
+    /// No unknown or duplicate key: checks that span several keys ("missing `x`") are made
+    /// only then, so that a misspelt key is not also reported as a missing one.
+    clean: bool,
 }
 
 impl<'n> Fields<'n> {
@@ -311,9 +319,11 @@ impl Cx {
             return None;
         };
         let mut entries: Vec<(&'static str, &'n Node, &'n Node)> = Vec::with_capacity(map.len());
+        let mut clean = true;
         for (k, v) in map {
             let Some(text) = k.scalar().map(|s| s.text.as_str()) else {
                 self.error(k, p, "a key must be a plain string, not a list or a map");
+                clean = false;
                 continue;
             };
             let canonical = keys
@@ -324,6 +334,7 @@ impl Cx {
             let Some(canonical) = canonical else {
                 let msg = unknown_key(text, keys);
                 self.error(k, p, msg);
+                clean = false;
                 continue;
             };
             if let Some((_, first, _)) = entries.iter().find(|(c, _, _)| *c == canonical) {
@@ -345,7 +356,11 @@ impl Cx {
             }
             entries.push((canonical, k, v));
         }
-        Some(Fields { node: n, entries })
+        Some(Fields {
+            node: n,
+            entries,
+            clean,
+        })
     }
 
     fn string(&mut self, n: &Node, p: &P<'_>) -> Option<String> {
@@ -665,7 +680,8 @@ fn kernel(cx: &mut Cx, n: &Node, p: &P<'_>) -> Option<Kernel> {
         ucode: cx.opt(&f, p, "ucode", &mut ok, Cx::string),
         pos: Some(cx.pos(n)),
     };
-    Some(k)
+    // Left out when wrong, so that a bad or misspelt `image` is not also a missing one.
+    (ok && f.clean).then_some(k)
 }
 
 fn trust(cx: &mut Cx, n: &Node, p: &P<'_>) -> Option<Trust> {
@@ -681,6 +697,7 @@ fn trust(cx: &mut Cx, n: &Node, p: &P<'_>) -> Option<Trust> {
 /// Reads an `onboot` / `onshutdown` / `services` entry.
 fn entry(cx: &mut Cx, n: &Node, p: &P<'_>) -> DraftEntry {
     let mut d = DraftEntry {
+        path: p.to_string(),
         pos: cx.pos(n),
         name: None,
         image: None,
@@ -702,11 +719,13 @@ fn entry(cx: &mut Cx, n: &Node, p: &P<'_>) -> DraftEntry {
                 d.name = Some((name, cx.pos(v)));
             }
         }
-        None => cx.error(n, p, "missing `name`"),
+        None if f.clean => cx.error(n, p, "missing `name`"),
+        None => {}
     }
     match f.get("image") {
         Some(v) => d.image = cx.reference(v, &p.key("image")),
-        None => cx.error(n, p, "missing `image`"),
+        None if f.clean => cx.error(n, p, "missing `image`"),
+        None => {}
     }
     d.config = config(cx, &f, p, &mut ok, &mut d.ids, &mut d.binds);
     d
@@ -718,8 +737,8 @@ fn config(
     f: &Fields<'_>,
     p: &P<'_>,
     ok: &mut bool,
-    ids: &mut Vec<(Id, Pos)>,
-    binds: &mut Vec<(String, Pos)>,
+    ids: &mut Vec<(Id, Pos, String)>,
+    binds: &mut Vec<(String, Pos, String)>,
 ) -> ImageConfig {
     let caps = |cx: &mut Cx, n: &Node, p: &P<'_>| capabilities(cx, n, p);
     let mut c = ImageConfig {
@@ -803,7 +822,7 @@ fn config(
                     cx.error(item, ip, e);
                     return None;
                 }
-                binds.push((s.clone(), cx.pos(item)));
+                binds.push((s.clone(), cx.pos(item), ip.to_string()));
                 Some(s)
             })
         });
@@ -815,7 +834,7 @@ fn config(
     }
     let mut id = |cx: &mut Cx, n: &Node, p: &P<'_>| {
         let v = cx.id(n, p)?;
-        ids.push((v.clone(), cx.pos(n)));
+        ids.push((v.clone(), cx.pos(n), p.to_string()));
         Some(v)
     };
     c.uid = cx.opt(f, p, "uid", ok, &mut id);
@@ -916,21 +935,31 @@ fn device(cx: &mut Cx, n: &Node, p: &P<'_>) -> Option<Device> {
     let major = cx.opt(&f, p, "major", &mut ok, Cx::i64);
     let minor = cx.opt(&f, p, "minor", &mut ok, Cx::i64);
     let mode = cx.opt(&f, p, "mode", &mut ok, Cx::string);
-    if !ok {
+    if !f.clean {
         return None;
     }
     let Some(path) = path else {
-        cx.error(n, p, "missing `path`");
+        if f.get("path").is_none() {
+            cx.error(n, p, "missing `path`");
+        }
         return None;
     };
-    let kind = kind.unwrap_or_default();
-    let bad = validate::check_device(&path, &kind, major, minor, mode.as_deref());
+    let kind = kind.or_else(|| f.get("type").is_none().then(String::new))?;
+    // A number that failed to convert was reported already; count it as present here.
+    let present = |v: Option<i64>, key: &str| v.or_else(|| f.get(key).map(|_| 0));
+    let bad = validate::check_device(
+        &path,
+        &kind,
+        present(major, "major"),
+        present(minor, "minor"),
+        mode.as_deref(),
+    );
     for (key, msg) in &bad {
         let at = f.get(key).unwrap_or(f.node);
         let kp = if key.is_empty() { *p } else { p.key(key) };
         cx.error(at, &kp, msg);
     }
-    bad.is_empty().then(|| Device {
+    (ok && bad.is_empty()).then(|| Device {
         path,
         kind,
         major: major.unwrap_or_default(),
@@ -1027,18 +1056,18 @@ fn device_cgroup(cx: &mut Cx, n: &Node, p: &P<'_>) -> Option<DeviceCgroup> {
             .opt(&f, p, "allow", &mut ok, Cx::bool)
             .unwrap_or_default(),
         kind: cx
-            .opt(&f, p, "type", &mut ok, Cx::string)
+            .opt(&f, p, "type", &mut ok, |cx, n, p| {
+                checked_string(cx, n, p, |s| validate::check_device_rule(s, ""))
+            })
             .unwrap_or_default(),
         major: cx.opt(&f, p, "major", &mut ok, Cx::i64),
         minor: cx.opt(&f, p, "minor", &mut ok, Cx::i64),
         access: cx
-            .opt(&f, p, "access", &mut ok, Cx::string)
+            .opt(&f, p, "access", &mut ok, |cx, n, p| {
+                checked_string(cx, n, p, |s| validate::check_device_rule("", s))
+            })
             .unwrap_or_default(),
     };
-    if ok && let Err(e) = validate::check_device_rule(&d.kind, &d.access) {
-        cx.error(n, p, e);
-        return None;
-    }
     ok.then_some(d)
 }
 
@@ -1246,7 +1275,9 @@ fn file(cx: &mut Cx, n: &Node, p: &P<'_>) -> DraftFile {
         }
     });
     if f.get("path").is_none() {
-        cx.error(n, p, "missing `path`");
+        if f.clean {
+            cx.error(n, p, "missing `path`");
+        }
         ok = false;
     }
     let directory = cx.opt(&f, p, "directory", &mut ok, Cx::bool);
@@ -1284,7 +1315,7 @@ fn file(cx: &mut Cx, n: &Node, p: &P<'_>) -> DraftFile {
     });
     let mut id = |cx: &mut Cx, n: &Node, p: &P<'_>| {
         let v = cx.id(n, p)?;
-        d.ids.push((v.clone(), cx.pos(n)));
+        d.ids.push((v.clone(), cx.pos(n), p.to_string()));
         Some(v)
     };
     let uid = cx.opt(&f, p, "uid", &mut ok, &mut id);
@@ -1299,6 +1330,7 @@ fn file(cx: &mut Cx, n: &Node, p: &P<'_>) -> DraftFile {
         })
         .collect();
     match given.as_slice() {
+        _ if !f.clean => ok = false,
         [] => {
             cx.error(
                 n,
@@ -1362,6 +1394,7 @@ fn non_empty(cx: &mut Cx, n: &Node, p: &P<'_>, what: &str) -> Option<String> {
 /// Reads a `volumes` entry.
 fn volume(cx: &mut Cx, n: &Node, p: &P<'_>) -> DraftVolume {
     let mut d = DraftVolume {
+        path: p.to_string(),
         name: None,
         volume: None,
     };
@@ -1385,7 +1418,9 @@ fn volume(cx: &mut Cx, n: &Node, p: &P<'_>) -> DraftVolume {
             }
         }
         None => {
-            cx.error(n, p, "missing `name`");
+            if f.clean {
+                cx.error(n, p, "missing `name`");
+            }
             ok = false;
         }
     }
@@ -1504,7 +1539,8 @@ mod tests {
                     file: "t.yml".into(),
                     line: 5,
                     column: 10
-                }
+                },
+                "services[0].uid".to_string()
             )]
         );
         let r = s.config.resources.as_ref().unwrap();

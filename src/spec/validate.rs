@@ -552,14 +552,19 @@ pub fn check_volume_bind(volumes: &[Volume], bind: &str) -> Result<(), String> {
 #[derive(Debug, Clone)]
 pub(crate) struct EntryFacts<'a> {
     pub section: &'static str,
+    /// `services[2]`.
+    pub path: &'a str,
     pub name: Option<(&'a str, &'a Pos)>,
-    pub ids: &'a [(Id, Pos)],
-    pub binds: &'a [(String, Pos)],
+    /// Value, position, path.
+    pub ids: &'a [(Id, Pos, String)],
+    pub binds: &'a [(String, Pos, String)],
 }
 
 /// What a cross-file check needs to know about one volume.
 #[derive(Debug, Clone)]
 pub(crate) struct VolumeFacts<'a> {
+    /// `volumes[1]`.
+    pub path: &'a str,
     pub name: &'a str,
     pub pos: &'a Pos,
     pub readonly: bool,
@@ -572,7 +577,7 @@ pub(crate) struct VolumeFacts<'a> {
 pub(crate) fn cross_check(
     entries: &[EntryFacts<'_>],
     volumes: &[VolumeFacts<'_>],
-    file_ids: &[(Id, Pos)],
+    file_ids: &[(Id, Pos, String)],
     errors: &mut Vec<Diagnostic>,
     warnings: &mut Vec<Diagnostic>,
 ) {
@@ -589,7 +594,10 @@ pub(crate) fn cross_check(
                 err(
                     errors,
                     pos,
-                    format!("duplicate service name `{name}` (first used at {first})"),
+                    format!(
+                        "`{}.name`: duplicate service name `{name}` (first used at {first})",
+                        e.path
+                    ),
                 );
             } else {
                 services.insert(name, pos);
@@ -603,8 +611,8 @@ pub(crate) fn cross_check(
                 errors,
                 v.pos,
                 format!(
-                    "duplicate volume name `{}` (first used at {})",
-                    v.name, first.pos
+                    "`{}.name`: duplicate volume name `{}` (first used at {})",
+                    v.path, v.name, first.pos
                 ),
             );
         } else {
@@ -621,21 +629,25 @@ pub(crate) fn cross_check(
         }
     }
     let all_ids = entries.iter().flat_map(|e| e.ids.iter()).chain(file_ids);
-    for (id, pos) in all_ids {
+    for (id, pos, path) in all_ids {
         if let Err(e) = resolve_id(id, &names) {
-            err(errors, pos, e);
+            err(errors, pos, format!("`{path}`: {e}"));
         }
     }
     for e in entries {
-        for (bind, pos) in e.binds {
+        for (bind, pos, path) in e.binds {
             let Ok(b) = parse_bind(bind) else { continue };
             let Some(name) = b.volume() else { continue };
             match vols.get(name) {
-                None => err(errors, pos, format!("bind `{bind}` names volume `{name}`, which is not in `volumes`")),
+                None => err(
+                    errors,
+                    pos,
+                    format!("`{path}`: bind `{bind}` names volume `{name}`, which is not in `volumes`"),
+                ),
                 Some(v) if v.readonly && !b.read_only() => warnings.push(Diagnostic {
                     pos: Some(pos.clone()),
                     message: format!(
-                        "bind `{bind}` mounts read-only volume `{name}` without `ro`: `build` will refuse it"
+                        "`{path}`: bind `{bind}` mounts read-only volume `{name}` without `ro`: `build` will refuse it"
                     ),
                 }),
                 Some(_) => {}
