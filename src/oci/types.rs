@@ -170,9 +170,18 @@ pub struct Resources {
     pub cpu: Option<Cpu>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<Pids>,
-    #[serde(rename = "blockIO", alias = "blockio", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "blockIO",
+        alias = "blockio",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub block_io: Option<BlockIo>,
-    #[serde(rename = "hugepageLimits", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "hugepageLimits",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub hugepage_limits: Vec<HugepageLimit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
@@ -212,11 +221,23 @@ pub struct Memory {
     pub kernel_tcp: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swappiness: Option<u64>,
-    #[serde(rename = "disableOOMKiller", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "disableOOMKiller",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub disable_oom_killer: Option<bool>,
-    #[serde(rename = "useHierarchy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "useHierarchy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub use_hierarchy: Option<bool>,
-    #[serde(rename = "checkBeforeUpdate", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "checkBeforeUpdate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub check_before_update: Option<bool>,
 }
 
@@ -231,9 +252,17 @@ pub struct Cpu {
     pub burst: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub period: Option<u64>,
-    #[serde(rename = "realtimeRuntime", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "realtimeRuntime",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub realtime_runtime: Option<i64>,
-    #[serde(rename = "realtimePeriod", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "realtimePeriod",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub realtime_period: Option<u64>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cpus: String,
@@ -255,17 +284,41 @@ pub struct Pids {
 pub struct BlockIo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u16>,
-    #[serde(rename = "leafWeight", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "leafWeight",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub leaf_weight: Option<u16>,
-    #[serde(rename = "weightDevice", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "weightDevice",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub weight_device: Vec<WeightDevice>,
-    #[serde(rename = "throttleReadBpsDevice", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "throttleReadBpsDevice",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub throttle_read_bps_device: Vec<ThrottleDevice>,
-    #[serde(rename = "throttleWriteBpsDevice", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "throttleWriteBpsDevice",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub throttle_write_bps_device: Vec<ThrottleDevice>,
-    #[serde(rename = "throttleReadIOPSDevice", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "throttleReadIOPSDevice",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub throttle_read_iops_device: Vec<ThrottleDevice>,
-    #[serde(rename = "throttleWriteIOPSDevice", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "throttleWriteIOPSDevice",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub throttle_write_iops_device: Vec<ThrottleDevice>,
 }
 
@@ -278,7 +331,11 @@ pub struct WeightDevice {
     pub minor: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u16>,
-    #[serde(rename = "leafWeight", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "leafWeight",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub leaf_weight: Option<u16>,
 }
 
@@ -325,8 +382,16 @@ pub struct InterfacePriority {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Rdma {
-    #[serde(rename = "hcaHandles", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hcaHandles",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hca_handles: Option<u32>,
-    #[serde(rename = "hcaObjects", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hcaObjects",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hca_objects: Option<u32>,
 }
