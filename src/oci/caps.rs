@@ -123,13 +123,20 @@ pub fn expand(list: &[String]) -> Result<Vec<&'static str>, CapError> {
 }
 
 /// `base` followed by the names of `add` it does not have yet (compared after
-/// normalisation; a repeat inside either list is dropped too). A lone `all` in `base`
-/// already holds everything; a lone `none` counts as empty. Names are kept as written.
+/// normalisation; a repeat inside either list is dropped too). A lone `all` on either side
+/// makes the result that `all`; a lone `none` counts as empty. Names are kept as written.
 pub fn merge_add(base: &[String], add: &[String]) -> Vec<String> {
+    if lone_keyword(add).as_deref() == Some("all") {
+        return add.to_vec();
+    }
+    let add: &[String] = match lone_keyword(add).as_deref() {
+        Some(_) => &[],
+        None => add,
+    };
     let base: &[String] = match lone_keyword(base).as_deref() {
         Some("all") => return base.to_vec(),
-        Some("none") => &[],
-        _ => base,
+        Some(_) => &[],
+        None => base,
     };
     let mut seen = BTreeSet::new();
     base.iter()
@@ -210,5 +217,17 @@ mod tests {
             strings(&["CAP_CHOWN"])
         );
         assert_eq!(merge_add(&[], &strings(&["x", "X"])), strings(&["x"]));
+        assert_eq!(
+            merge_add(&strings(&["CAP_CHOWN"]), &strings(&["All"])),
+            strings(&["All"])
+        );
+        assert_eq!(
+            merge_add(&strings(&["CAP_CHOWN"]), &strings(&["none"])),
+            strings(&["CAP_CHOWN"])
+        );
+        assert_eq!(
+            merge_add(&strings(&["none"]), &strings(&["none"])),
+            strings(&[])
+        );
     }
 }
