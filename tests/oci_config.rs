@@ -609,3 +609,17 @@ fn nothing_optional_is_written_when_empty() {
     assert!(text.contains("\"capabilities\": {}"));
     assert!(text.contains("\"resources\": {}"));
 }
+
+#[test]
+fn the_schema_validator_rejects_invalid_configs() {
+    let r = resolved(ImageConfig::default());
+    let good = bundle_config(&r, &ids()).unwrap().config_json;
+    assert!(schema_errors(&good).is_empty());
+    let mut doc: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    doc["linux"]["namespaces"][0]["type"] = "bogus".into();
+    doc["process"]["rlimits"] = serde_json::json!([{"type": "nofile", "hard": 1, "soft": 1}]);
+    doc["process"]["user"]["uid"] = serde_json::json!(-1);
+    let errors = schema_errors(&serde_json::to_vec(&doc).unwrap());
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(!schema_errors(b"{not json").is_empty());
+}

@@ -6,6 +6,22 @@
 //! ran, so capability names, binds, mounts, devices, rlimits and uid/gid names are checked
 //! again, and every value the OCI schema constrains (device type and mode, propagation,
 //! hugepage sizes, 32-bit ids) is rejected with an [`OciError`] rather than written out.
+//!
+//! Decisions where LinuxKit's `ConfigToOCI` differs or the SPEC is silent:
+//! - no cgroup namespace (the golden files have none); `linux.resources` always present;
+//! - an empty namespace value (`net: ""`) means the default, like an absent one;
+//! - device `mode` is required (as in LinuxKit) and must be permission bits (≤ `0777`, the
+//!   OCI schema's limit); a device type is `c`, `b`, `u` or `p`, and `a`, `b` or `c` for
+//!   `path: all`;
+//! - `rootfsPropagation` must be one of the schema's four values (runc's `r…` variants are
+//!   refused rather than written into a schema-invalid file);
+//! - hugepage sizes written as a number of bytes (LinuxKit's old schema) become `2MB`-style;
+//! - `oomScoreAdj` outside -1000 … 1000 and an rlimit whose soft limit exceeds its hard
+//!   limit are errors (the kernel would refuse them at boot);
+//! - `mounts` entries keep their `uidMappings`/`gidMappings` (LinuxKit drops them);
+//! - a bind source that is neither absolute nor a volume name (`[a-z0-9_-]+`) is an error.
+//!   Whether the volume exists, and whether a read-only volume is bound `ro`, is the
+//!   caller's check ([`parse_bind`], [`Bind::volume`], [`Bind::is_readonly`]).
 
 pub mod caps;
 pub mod gojson;
