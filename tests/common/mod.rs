@@ -4,6 +4,8 @@
 //! reading output tars.
 #![allow(dead_code)]
 
+pub mod oci;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
