@@ -225,14 +225,28 @@ pub async fn connect(addr: &Address) -> Result<Docker, EngineError> {
     let docker = match negotiated {
         Ok(Ok(d)) => d,
         Ok(Err(e)) => {
-            let mut why = message(&e);
-            if why.contains("Permission denied") || why.contains("permission denied") {
-                why.push_str(
-                    " (is this user allowed to use the socket, e.g. in the `docker` group?)",
-                );
-            }
+            let why = message(&e);
+            let lower = why.to_ascii_lowercase();
+            let hint = if lower.contains("permission denied") {
+                "is this user allowed to use the socket (e.g. in the `docker` group)?".to_string()
+            } else if let Endpoint::Tcp {
+                tls: Some(files), ..
+            } = &addr.endpoint
+                && ["certificate", "alert", "tls", "handshake"]
+                    .iter()
+                    .any(|w| lower.contains(w))
+            {
+                format!(
+                    "check the TLS files {}, {} and {} (DOCKER_CERT_PATH) against the engine's",
+                    files.ca.display(),
+                    files.cert.display(),
+                    files.key.display()
+                )
+            } else {
+                HINT.to_string()
+            };
             return Err(EngineError::Connect(format!(
-                "the Docker engine at {addr} does not answer: {why}; {HINT}"
+                "the Docker engine at {addr} does not answer: {why}; {hint}"
             )));
         }
         Err(_) => {

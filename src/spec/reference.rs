@@ -155,10 +155,10 @@ fn check_domain(d: &str) -> Result<(), &'static str> {
             }
         }
     }
-    if let Some(p) = port {
-        if p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) {
-            return Err("invalid registry port");
-        }
+    if let Some(p) = port
+        && (p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err("invalid registry port");
     }
     Ok(())
 }
