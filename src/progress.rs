@@ -235,7 +235,7 @@ impl Tally {
                 l.size = t;
             }
             if let Some(c) = current {
-                l.downloaded = c.min(l.size.max(c));
+                l.downloaded = c;
             }
         } else if ev.status.starts_with("Download complete")
             || ev.status.starts_with("Verifying Checksum")

@@ -24,8 +24,6 @@ use super::{
 use crate::progress::{Progress, PullEvent};
 use crate::spec::reference::Reference;
 
-pub use super::owner::{LABEL_HOST, LABEL_PID, LABEL_RUN, LABEL_TOOL};
-
 /// The Docker engine.
 pub struct DockerEngine {
     docker: Docker,
@@ -370,9 +368,4 @@ impl Engine for DockerEngine {
             }
         })
     }
-}
-
-/// This host's name, as labels record it.
-pub fn hostname() -> String {
-    owner::hostname()
 }
