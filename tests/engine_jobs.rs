@@ -302,3 +302,29 @@ fn containers_are_removed_on_a_panic() {
         "containers were created"
     );
 }
+
+#[test]
+fn exports_opened_after_remove_all_are_removed_at_once() {
+    let rt = runtime();
+    let engine = Arc::new(engine(1));
+    let dynengine: Arc<dyn Engine> = engine.clone();
+    let r = Reference::parse("test/jobs0:1").expect("reference");
+    let info = rt
+        .block_on(dynengine.resolve(&r, &ResolveOptions::default()))
+        .expect("resolve");
+    let exports = Exports::new(dynengine, rt.handle().clone());
+    let first = exports.open(&info).expect("opens");
+    rt.block_on(exports.remove_all());
+    assert!(engine.live_containers().is_empty(), "remove_all removed it");
+    let err = exports
+        .open(&info)
+        .err()
+        .expect("no export after remove_all");
+    assert!(err.to_string().contains("interrupted"), "{err}");
+    assert!(
+        engine.live_containers().is_empty(),
+        "the late container is removed"
+    );
+    drop(first);
+    assert!(exports.live().is_empty());
+}

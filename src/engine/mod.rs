@@ -184,7 +184,7 @@ pub trait Engine: Send + Sync {
 pub struct Exports {
     engine: Arc<dyn Engine>,
     rt: Handle,
-    live: Arc<Mutex<BTreeSet<String>>>,
+    live: Arc<Mutex<Live>>,
     progress: Progress,
     idle_timeout: Duration,
 }
@@ -194,7 +194,7 @@ impl Exports {
         Exports {
             engine,
             rt,
-            live: Arc::new(Mutex::new(BTreeSet::new())),
+            live: Arc::new(Mutex::new(Live::default())),
             progress: Progress::quiet(),
             idle_timeout: EXPORT_IDLE_TIMEOUT,
         }
@@ -218,7 +218,7 @@ impl Exports {
 
     /// Containers created and not removed yet.
     pub fn live(&self) -> Vec<String> {
-        lock(&self.live).iter().cloned().collect()
+        lock(&self.live).ids.iter().cloned().collect()
     }
 
     /// Creates a container of `image` and opens its export as a blocking reader. Must be
@@ -229,7 +229,21 @@ impl Exports {
         let engine = self.engine.clone();
         let id = self.rt.block_on(async move {
             let id = engine.create(image).await?;
-            lock(&live).insert(id.clone());
+            let closed = {
+                let mut l = lock(&live);
+                if !l.closed {
+                    l.ids.insert(id.clone());
+                }
+                l.closed
+            };
+            if closed {
+                // Created while the signal handler clears up: remove it at once.
+                let _ = engine.remove(&id).await;
+                return Err(EngineError::Container {
+                    container: short(&id).to_string(),
+                    message: "interrupted".into(),
+                });
+            }
             Ok::<_, EngineError>(id)
         })?;
         let stream = idle_timeout(self.engine.export(&id), self.idle_timeout);
@@ -244,9 +258,14 @@ impl Exports {
         })
     }
 
-    /// Removes every container created and not yet removed (signal handler path).
+    /// Removes every container created and not yet removed, and makes every later
+    /// [`Exports::open`] remove its container at once and fail (signal handler path).
     pub async fn remove_all(&self) {
-        let ids: Vec<String> = std::mem::take(&mut *lock(&self.live)).into_iter().collect();
+        let ids: Vec<String> = {
+            let mut l = lock(&self.live);
+            l.closed = true;
+            std::mem::take(&mut l.ids).into_iter().collect()
+        };
         for id in ids {
             if let Err(e) = self.engine.remove(&id).await {
                 log::warn!("{e}");
@@ -255,7 +274,7 @@ impl Exports {
     }
 
     fn remove_blocking(&self, id: &str) {
-        if !lock(&self.live).remove(id) {
+        if !lock(&self.live).ids.remove(id) {
             return; // already removed (by the signal handler)
         }
         let engine = self.engine.clone();
@@ -273,6 +292,13 @@ impl Exports {
             log::warn!("{e}");
         }
     }
+}
+
+/// The containers to remove, and whether the signal handler has taken them.
+#[derive(Default)]
+struct Live {
+    ids: BTreeSet<String>,
+    closed: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
