@@ -29,7 +29,9 @@ use crate::engine::docker::DockerEngine;
 use crate::engine::{Engine, ExportReader, Exports, ImageInfo, ResolveOptions};
 use crate::output::{self, Format};
 use crate::plan::{self, KernelOp, Op, Plan};
+use crate::progress::Progress;
 use crate::rewrite::{self, Placement, Resolv};
+use crate::signals;
 use crate::spec::reference::Reference;
 use crate::spec::{self, FileEntry, FileKind, Id, MetadataFormat, Spec};
 
@@ -49,7 +51,6 @@ pub fn fixed_mtime() -> anyhow::Result<u64> {
 
 /// Runs `imagesmith build`.
 pub fn run(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
-    let _ = quiet;
     let inputs = cli::inputs(&args.files);
     let loaded = spec::load(&inputs).map_err(|d| anyhow!("invalid configuration:\n{d}"))?;
     for w in &loaded.warnings {
@@ -87,14 +88,23 @@ pub fn run(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
         .thread_name("imagesmith-io")
         .build()
         .context("starting the async runtime")?;
-    let run_id = new_run_id();
-    let engine: Arc<dyn Engine> = Arc::new(rt.block_on(DockerEngine::connect(&run_id))?);
-    let exports = Exports::new(engine.clone(), rt.handle().clone());
-    install_signal_handler(&rt, exports.clone());
+    let platform = args
+        .platform
+        .as_deref()
+        .map(crate::engine::normalize_platform)
+        .transpose()?;
+    let progress = Progress::auto(quiet);
+    let docker = rt
+        .block_on(DockerEngine::connect_from_env())?
+        .with_progress(progress.clone());
+    rt.block_on(docker.remove_stale());
+    let engine: Arc<dyn Engine> = Arc::new(docker);
+    let exports = Exports::new(engine.clone(), rt.handle().clone()).with_progress(progress);
+    signals::install(&rt, exports.clone());
 
     let opts = ResolveOptions {
         always_pull: args.pull,
-        platform: args.platform.clone(),
+        platform,
     };
     let jobs = usize::from(args.jobs).max(1);
     let images = resolve_all(&rt, engine.as_ref(), &plan::images(&spec), &opts, jobs)?;
@@ -111,36 +121,6 @@ pub fn run(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
     execute(&plan, &cx, &exports, out.as_mut())?;
     out.finish().context("finishing the output")?;
     Ok(())
-}
-
-fn new_run_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{:x}-{:x}", std::process::id(), nanos)
-}
-
-fn install_signal_handler(rt: &tokio::runtime::Runtime, exports: Exports) {
-    use tokio::signal::unix::{SignalKind, signal};
-    rt.spawn(async move {
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            log::warn!("cannot install signal handlers");
-            return;
-        };
-        let code = tokio::select! {
-            _ = int.recv() => cli::EXIT_SIGINT,
-            _ = term.recv() => cli::EXIT_SIGTERM,
-        };
-        log::error!("interrupted: removing containers and temporary files");
-        output::remove_pending();
-        exports.remove_all().await;
-        output::remove_pending();
-        std::process::exit(i32::from(code));
-    });
 }
 
 /// Resolves every image, `jobs` at once; the first failure in spec order is reported.

@@ -9,5 +9,7 @@ pub mod engine;
 pub mod oci;
 pub mod output;
 pub mod plan;
+pub mod progress;
 pub mod rewrite;
+pub mod signals;
 pub mod spec;
