@@ -32,7 +32,6 @@ use crate::plan::{self, KernelOp, Op, Plan};
 use crate::progress::Progress;
 use crate::rewrite::{self, Placement, Resolv};
 use crate::signals;
-use crate::spec::reference::Reference;
 use crate::spec::{self, FileEntry, FileKind, Id, MetadataFormat, Spec};
 
 /// LinuxKit's fixed time for generated entries: 2017-04-18T16:30:00Z.
@@ -123,17 +122,18 @@ pub fn run(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves every image, `jobs` at once; the first failure in spec order is reported.
+/// Resolves every image, `jobs` at once; the first failure in spec order is reported,
+/// naming what needs the image.
 pub fn resolve_all(
     rt: &tokio::runtime::Runtime,
     engine: &dyn Engine,
-    refs: &[Reference],
+    uses: &[plan::ImageUse],
     opts: &ResolveOptions,
     jobs: usize,
 ) -> anyhow::Result<HashMap<String, ImageInfo>> {
     let results: Vec<_> = rt.block_on(async {
-        futures_util::stream::iter(refs.iter().enumerate())
-            .map(|(i, r)| async move { (i, engine.resolve(r, opts).await) })
+        futures_util::stream::iter(uses.iter().enumerate())
+            .map(|(i, u)| async move { (i, engine.resolve(&u.reference, opts).await) })
             .buffer_unordered(jobs)
             .collect()
             .await
@@ -142,45 +142,24 @@ pub fn resolve_all(
     results.sort_by_key(|(i, _)| *i);
     let mut map = HashMap::new();
     for (i, res) in results {
-        let info = res?;
-        map.insert(refs[i].to_string(), info);
+        let info = res.with_context(|| format!("building {}", uses[i].what))?;
+        map.insert(uses[i].reference.to_string(), info);
     }
     Ok(map)
 }
 
-/// Resolves every `files` source (SPEC §2.2): `None` for entries without a source and for
-/// optional sources that are missing. A relative path is looked up in the working directory
-/// first (as LinuxKit does), then beside the YAML file that names it; `~/` is the home.
+/// Resolves every `files` source (SPEC §2.2, rules in `spec::resolve_source`): `None` for
+/// entries without a source and for optional sources that are missing.
 pub fn file_sources(spec: &Spec) -> anyhow::Result<Vec<Option<PathBuf>>> {
     spec.files
         .iter()
         .map(|f| {
-            let Some(src) = &f.source else {
+            if f.source.is_none() {
                 return Ok(None);
-            };
-            match source_path(src, Path::new(&*f.pos.file)) {
-                Some(p) => Ok(Some(p)),
-                None if f.optional => Ok(None),
-                None => Err(anyhow!(
-                    "{}: files entry `{}`: source `{src}` does not exist",
-                    f.pos,
-                    f.path
-                )),
             }
+            spec::resolve_source(f).map_err(|e| anyhow!("{}: files entry `{}`: {e}", f.pos, f.path))
         })
         .collect()
-}
-
-fn source_path(src: &str, yaml: &Path) -> Option<PathBuf> {
-    let p = match src.strip_prefix("~/") {
-        Some(rest) => PathBuf::from(std::env::var_os("HOME")?).join(rest),
-        None => PathBuf::from(src),
-    };
-    if p.is_absolute() || p.exists() {
-        return p.exists().then_some(p);
-    }
-    let beside = yaml.parent()?.join(&p);
-    beside.exists().then_some(beside)
 }
 
 /// What the executor needs besides the plan.
@@ -609,6 +588,7 @@ mod tests {
     use super::*;
     use crate::archive::TarSink;
     use crate::engine::fake::{Event, FakeEngine};
+    use crate::spec::reference::Reference;
     use crate::spec::{ImageRef, Pos};
 
     const T: u64 = DEFAULT_MTIME;
@@ -734,7 +714,7 @@ mod tests {
         spec.files = vec![motd, app, link];
         let images = plan::images(&spec)
             .iter()
-            .map(|r| (r.to_string(), ImageInfo::default()))
+            .map(|u| (u.reference.to_string(), ImageInfo::default()))
             .collect();
         let p = plan::plan(&spec, &images).unwrap();
         let (out, engine) = run_plan(engine, &spec, &p, 1);
@@ -797,7 +777,7 @@ mod tests {
         });
         let images = plan::images(&spec)
             .iter()
-            .map(|r| (r.to_string(), ImageInfo::default()))
+            .map(|u| (u.reference.to_string(), ImageInfo::default()))
             .collect();
         let p = plan::plan(&spec, &images).unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()

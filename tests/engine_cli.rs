@@ -102,7 +102,9 @@ fn a_pull_uses_docker_config_credentials_and_fails_without_them_naming_the_image
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
-        err.contains(&format!("error: image `{remote}`: pull denied: ")),
+        err.contains(&format!(
+            "error: building init image 1: image `{remote}`: pull denied: "
+        )),
         "{err}"
     );
     assert!(err.contains("no basic auth credentials"), "{err}");
@@ -233,7 +235,9 @@ fn a_missing_image_and_a_platform_mismatch_are_errors_naming_the_image() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
-        err.contains(&format!("error: image `{missing}` not found: ")),
+        err.contains(&format!(
+            "error: building init image 1: image `{missing}` not found: "
+        )),
         "{err}"
     );
 
