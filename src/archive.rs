@@ -218,7 +218,7 @@ fn set_name_field(h: &mut Header, user: bool, name: &[u8]) -> io::Result<()> {
 /// Why an input tar could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("reading the archive: {0}")]
+    #[error("reading the archive")]
     Io(#[from] io::Error),
     #[error("entry `{path}`: unsupported tar entry type {kind:?}")]
     Unsupported { path: String, kind: u8 },

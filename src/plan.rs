@@ -67,14 +67,14 @@ pub enum PlanError {
         image: String,
         diags: spec::Diagnostics,
     },
-    #[error("{what} (image `{image}`): {source}")]
+    #[error("{what} (image `{image}`)")]
     Merge {
         what: String,
         image: String,
         #[source]
         source: merge::MergeError,
     },
-    #[error("{what} (image `{image}`): {source}")]
+    #[error("{what} (image `{image}`)")]
     Oci {
         what: String,
         image: String,

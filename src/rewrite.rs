@@ -44,7 +44,7 @@ pub struct Stats {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RewriteError {
-    #[error("image `{image}`: {source}")]
+    #[error("image `{image}`")]
     Read {
         image: String,
         #[source]
@@ -56,7 +56,7 @@ pub enum RewriteError {
         path: String,
         why: &'static str,
     },
-    #[error("writing the output: {0}")]
+    #[error("writing the output")]
     Write(#[source] io::Error),
 }
 

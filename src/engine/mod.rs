@@ -227,23 +227,42 @@ impl Exports {
     pub fn open(&self, image: &ImageInfo) -> Result<ExportReader, EngineError> {
         let live = self.live.clone();
         let engine = self.engine.clone();
+        {
+            let mut l = lock(&live);
+            if l.closed {
+                return Err(EngineError::Container {
+                    container: String::new(),
+                    message: "interrupted".into(),
+                });
+            }
+            l.creating += 1;
+        }
         let id = self.rt.block_on(async move {
-            let id = engine.create(image).await?;
+            let created = engine.create(image).await;
             let closed = {
                 let mut l = lock(&live);
-                if !l.closed {
-                    l.ids.insert(id.clone());
+                match (&created, l.closed) {
+                    (Ok(id), false) => {
+                        l.ids.insert(id.clone());
+                    }
+                    // Removed below before `creating` drops to 0.
+                    (Ok(_), true) => {}
+                    (Err(_), _) => l.creating -= 1,
                 }
                 l.closed
             };
+            let id = created?;
             if closed {
-                // Created while the signal handler clears up: remove it at once.
+                // Created while the signal handler clears up: remove it at once, and only
+                // then let the handler (which waits for `creating` to reach 0) exit.
                 let _ = engine.remove(&id).await;
+                lock(&live).creating -= 1;
                 return Err(EngineError::Container {
                     container: short(&id).to_string(),
                     message: "interrupted".into(),
                 });
             }
+            lock(&live).creating -= 1;
             Ok::<_, EngineError>(id)
         })?;
         let stream = idle_timeout(self.engine.export(&id), self.idle_timeout);
@@ -270,6 +289,11 @@ impl Exports {
             if let Err(e) = self.engine.remove(&id).await {
                 log::warn!("{e}");
             }
+        }
+        // Creations in flight remove their container themselves once they see `closed`;
+        // wait for them (the caller bounds the whole clean-up in time).
+        while lock(&self.live).creating > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -299,6 +323,9 @@ impl Exports {
 struct Live {
     ids: BTreeSet<String>,
     closed: bool,
+    /// Container creations in flight: the signal handler waits for them, since a container
+    /// the engine creates after `remove_all` took the list would otherwise survive the exit.
+    creating: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
