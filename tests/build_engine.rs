@@ -165,7 +165,10 @@ fn sigint_keeps_the_previous_output() {
     let yml = write_file(
         dir.path(),
         "s.yml",
-        &format!("init:\n  - {img}\nonboot:\n  - name: a\n    image: {img}\n", img = img.name),
+        &format!(
+            "init:\n  - {img}\nonboot:\n  - name: a\n    image: {img}\n",
+            img = img.name
+        ),
     );
     let mut child = imagesmith()
         .arg("build")
@@ -184,8 +187,14 @@ fn sigint_keeps_the_previous_output() {
         if tmp && !img.containers().is_empty() {
             break;
         }
-        assert!(start.elapsed().as_secs() < 60, "the build never started writing");
-        assert!(child.try_wait().unwrap().is_none(), "the build ended before it could be interrupted");
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "the build never started writing"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before it could be interrupted"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // SAFETY: sending a signal to our own child.
@@ -193,7 +202,10 @@ fn sigint_keeps_the_previous_output() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     assert_eq!(fs::read(&out).unwrap(), b"previous output");
-    let left: Vec<_> = fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(left.len(), 1, "temporary files left: {left:?}");
     assert!(img.containers().is_empty(), "containers left behind");
 }
@@ -220,7 +232,14 @@ fn output_is_identical_whatever_jobs() {
     let mut outputs = Vec::new();
     for jobs in ["1", "4"] {
         let out = dir.path().join(format!("out-{jobs}.tar"));
-        let m = run_measured(imagesmith().arg("build").arg(&yml).arg("-o").arg(&out).args(["--jobs", jobs]));
+        let m = run_measured(
+            imagesmith()
+                .arg("build")
+                .arg(&yml)
+                .arg("-o")
+                .arg(&out)
+                .args(["--jobs", jobs]),
+        );
         assert_eq!(m.status, 0, "build failed: {}", m.stderr);
         outputs.push(fs::read(&out).unwrap());
     }
