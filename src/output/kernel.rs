@@ -378,3 +378,190 @@ impl Output for TarKernelInitrdOutput {
         self.tar.finish()?.commit()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::append_bytes;
+    use crate::output::cpio::tests::parse;
+    use crate::output::{Destination, Format, target};
+
+    const T: u64 = 1_492_533_000;
+
+    /// The entry stream of a small build: boot parts first, then the rest.
+    fn stream(ucode: bool, cmdline: &str) -> Vec<(Entry, Vec<u8>)> {
+        let mut v = vec![
+            (Entry::dir("boot", 0o755, T), Vec::new()),
+            (
+                Entry::file("boot/cmdline", 0o644, T, cmdline.len() as u64),
+                cmdline.as_bytes().to_vec(),
+            ),
+            (Entry::file("boot/kernel", 0o600, T, 6), b"KERNEL".to_vec()),
+        ];
+        if ucode {
+            v.push((
+                Entry::file("boot/ucode.cpio", 0o644, T, 5),
+                b"UCODE".to_vec(),
+            ));
+        }
+        v.extend([
+            (Entry::dir("lib", 0o755, 9), Vec::new()),
+            (Entry::file("lib/m.ko", 0o644, 9, 2), b"ko".to_vec()),
+            (
+                Entry::new("lib/m2.ko", Kind::Link(b"lib/m.ko".to_vec()), 0o644, 9, 0),
+                Vec::new(),
+            ),
+            (Entry::dir("boot", 0o755, 9), Vec::new()),
+            (Entry::file("boot/kernel", 0o644, 9, 3), b"bad".to_vec()),
+            (Entry::file("init", 0o755, 9, 4), b"#!sh".to_vec()),
+        ]);
+        v
+    }
+
+    fn feed(out: &mut dyn Sink, entries: &[(Entry, Vec<u8>)]) {
+        for (e, d) in entries {
+            append_bytes(out, e, d).unwrap();
+        }
+    }
+
+    fn gunzip(b: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        flate2::read::GzDecoder::new(b).read_to_end(&mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn kernel_initrd_writes_three_files() {
+        let d = tempfile::tempdir().unwrap();
+        let t = target(
+            Some(Format::KernelInitrd),
+            None,
+            Some("sys"),
+            Some(d.path()),
+            None,
+        )
+        .unwrap();
+        let mut out = crate::output::open(&t, T).unwrap();
+        feed(out.as_mut(), &stream(true, "console=ttyS0"));
+        out.finish().unwrap();
+        let [k, i, c] = kernel_initrd_paths(d.path(), "sys");
+        assert_eq!(std::fs::read(&k).unwrap(), b"KERNEL");
+        assert_eq!(std::fs::read(&c).unwrap(), b"console=ttyS0");
+        let initrd = std::fs::read(&i).unwrap();
+        assert_eq!(initrd.len() % 4, 0);
+        // microcode first, uncompressed, padded to 4 bytes; then the gzip stream
+        assert_eq!(&initrd[..8], b"UCODE\0\0\0");
+        assert_eq!(&initrd[8..10], &[0x1f, 0x8b]);
+        let recs = parse(&gunzip(&initrd[8..]));
+        let names: Vec<&str> = recs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["lib", "lib/m.ko", "lib/m2.ko", "init"]);
+        assert_eq!(recs[2].data, b"m.ko", "hard link → relative symlink");
+        // nothing but the three files (no temporary files left)
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn empty_cmdline_is_written_and_no_ucode_means_gzip_first() {
+        let d = tempfile::tempdir().unwrap();
+        let mut out: Box<dyn Output> = Box::new(KernelInitrdOutput::create(d.path(), "n").unwrap());
+        feed(out.as_mut(), &stream(false, ""));
+        out.finish().unwrap();
+        let [_, i, c] = kernel_initrd_paths(d.path(), "n");
+        assert_eq!(std::fs::read(&c).unwrap(), b"");
+        assert_eq!(&std::fs::read(&i).unwrap()[..2], &[0x1f, 0x8b]);
+    }
+
+    #[test]
+    fn without_a_kernel_both_formats_fail_and_leave_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let no_kernel: Vec<(Entry, Vec<u8>)> = vec![(Entry::dir("etc", 0o755, T), Vec::new())];
+        let mut out: Box<dyn Output> = Box::new(KernelInitrdOutput::create(d.path(), "n").unwrap());
+        feed(out.as_mut(), &no_kernel);
+        let err = out.finish().unwrap_err().to_string();
+        assert!(
+            err.contains("kernel+initrd") && err.contains("kernel"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+
+        let p = d.path().join("x-initrd.tar");
+        let mut out = crate::output::open(
+            &crate::output::Target {
+                format: Format::TarKernelInitrd,
+                destination: Destination::File(p.clone()),
+            },
+            T,
+        )
+        .unwrap();
+        let err = append_bytes(out.as_mut(), &no_kernel[0].0, b"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tar-kernel-initrd"), "{err}");
+        drop(out);
+        assert!(!p.exists());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn tar_kernel_initrd_members_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let t = target(
+            Some(Format::TarKernelInitrd),
+            None,
+            Some("sys"),
+            Some(d.path()),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            t.destination,
+            Destination::File(d.path().join("sys-initrd.tar"))
+        );
+        let mut out = crate::output::open(&t, T).unwrap();
+        feed(out.as_mut(), &stream(true, "quiet"));
+        out.finish().unwrap();
+        let tar = std::fs::read(d.path().join("sys-initrd.tar")).unwrap();
+        let members = crate::archive::tests::read_all(&tar);
+        let names: Vec<String> = members.iter().map(|(e, _)| e.display_path()).collect();
+        assert_eq!(names, ["kernel", "initrd.img", "cmdline", "ucode.cpio"]);
+        for (e, _) in &members {
+            assert_eq!((e.mode, e.mtime, e.uid, e.gid), (0o644, T, 0, 0));
+        }
+        assert_eq!(members[0].1, b"KERNEL");
+        assert_eq!(members[2].1, b"quiet");
+        assert_eq!(members[3].1, b"UCODE");
+        // the initrd member is the compressed archive alone (microcode not prepended)
+        let initrd = &members[1].1;
+        assert_eq!(initrd.len() % 4, 0);
+        let names: Vec<String> = parse(&gunzip(initrd)).into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["lib", "lib/m.ko", "lib/m2.ko", "init"]);
+    }
+
+    #[test]
+    fn same_stream_same_bytes() {
+        let run = || {
+            let d = tempfile::tempdir().unwrap();
+            let mut out: Box<dyn Output> =
+                Box::new(KernelInitrdOutput::create(d.path(), "n").unwrap());
+            feed(out.as_mut(), &stream(true, "x"));
+            out.finish().unwrap();
+            std::fs::read(d.path().join("n-initrd.img")).unwrap()
+        };
+        assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn skips_boot_entries_outside_the_head() {
+        let mut s = Splitter::default();
+        let f = |p: &str| Entry::file(p, 0o644, T, 0);
+        assert_eq!(s.classify(&Entry::dir("boot", 0o755, T)), Part::Skip);
+        assert_eq!(s.classify(&f("boot/cmdline")), Part::Cmdline);
+        assert_eq!(s.classify(&f("boot/kernel")), Part::Kernel);
+        assert_eq!(s.classify(&f("boot/kernel")), Part::Skip);
+        assert_eq!(s.classify(&f("boot/other")), Part::Skip);
+        assert_eq!(s.classify(&f("bootx")), Part::Initrd);
+        assert_eq!(s.classify(&f("boot/ucode.cpio")), Part::Skip);
+        assert_eq!(s.skipped, 3);
+        assert_eq!(s.first_skipped.as_deref(), Some("boot/kernel"));
+    }
+}

@@ -103,3 +103,53 @@ impl Output for DockerOutput {
         self.sink.finish()?.commit()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::append_bytes;
+    use crate::output::{Destination, Format, Target, open};
+
+    fn write(format: Format, path: &std::path::Path) {
+        let t = Target {
+            format,
+            destination: Destination::File(path.to_path_buf()),
+        };
+        let mut out = open(&t, 77).unwrap();
+        append_bytes(out.as_mut(), &Entry::dir("etc", 0o755, 5), b"").unwrap();
+        append_bytes(out.as_mut(), &Entry::file("etc/motd", 0o644, 5, 3), b"hi\n").unwrap();
+        out.finish().unwrap();
+    }
+
+    #[test]
+    fn tar_gz_is_the_tar_compressed() {
+        let d = tempfile::tempdir().unwrap();
+        write(Format::Tar, &d.path().join("a.tar"));
+        write(Format::TarGz, &d.path().join("a.tar.gz"));
+        let gz = std::fs::read(d.path().join("a.tar.gz")).unwrap();
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(gz.as_slice())
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert_eq!(plain, std::fs::read(d.path().join("a.tar")).unwrap());
+        // reproducible header: no time, no name
+        assert_eq!(&gz[4..8], &[0, 0, 0, 0]);
+        assert_eq!(gz[3] & 0x08, 0);
+    }
+
+    #[test]
+    fn docker_appends_linuxkits_dockerfile_last() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.docker.tar");
+        write(Format::Docker, &p);
+        let items = crate::archive::tests::read_all(&std::fs::read(&p).unwrap());
+        let (last, data) = items.last().unwrap();
+        assert_eq!(last.display_path(), "Dockerfile");
+        assert_eq!((last.mode, last.mtime), (0o644, 77));
+        assert_eq!(
+            String::from_utf8_lossy(data),
+            "\nFROM scratch\n\nCOPY . ./\n\nENTRYPOINT [\"/bin/rc.init\"]\n"
+        );
+        assert_eq!(items.len(), 3);
+    }
+}
