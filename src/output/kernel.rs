@@ -201,7 +201,7 @@ pub fn kernel_initrd_paths(dir: &Path, name: &str) -> [PathBuf; 3] {
 enum InitrdFile {
     /// Nothing compressed yet: a microcode cpio may still be written raw.
     Raw(AtomicFile),
-    Compressing(Initrd<AtomicFile>),
+    Compressing(Box<Initrd<AtomicFile>>),
     /// Only while switching from one to the other.
     Gone,
 }
@@ -234,7 +234,7 @@ impl KernelInitrdOutput {
         if let InitrdFile::Raw(_) = self.initrd
             && let InitrdFile::Raw(f) = std::mem::replace(&mut self.initrd, InitrdFile::Gone)
         {
-            self.initrd = InitrdFile::Compressing(Initrd::new(f));
+            self.initrd = InitrdFile::Compressing(Box::new(Initrd::new(f)));
         }
         match &mut self.initrd {
             InitrdFile::Compressing(i) => Ok(i),
@@ -281,7 +281,7 @@ impl Output for KernelInitrdOutput {
         };
         let mut cmdline = AtomicFile::create(&self.paths[2]).map_err(io::Error::other)?;
         cmdline.write_all(&self.cmdline)?;
-        initrd.finish()?.commit()?;
+        (*initrd).finish()?.commit()?;
         kernel.commit()?;
         cmdline.commit()
     }
