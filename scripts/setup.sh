@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what imagesmith's tests and examples need on a Debian machine, idempotently:
 # the Debian packages (docker.io, docker-registry, runc, busybox-static, cpio, socat,
-# qemu-system-x86, linux-image-amd64), then a Docker engine when none answers
+# qemu-system-x86, linux-image-amd64, kmod for depmod), then a Docker engine when none answers
 # (overlay2, falling back to vfs), waiting for its socket.
 # Safe to run again: installed packages and a running engine are left as they are.
 set -euo pipefail
@@ -14,7 +14,7 @@ need_root() {
   fi
 }
 
-PACKAGES=(docker.io docker-registry runc busybox-static cpio socat qemu-system-x86 linux-image-amd64 python3 openssl)
+PACKAGES=(docker.io docker-registry runc busybox-static cpio socat qemu-system-x86 linux-image-amd64 kmod python3 openssl)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
