@@ -139,6 +139,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
     let res = match cli.command {
+        Command::Build(args) if args.dry_run => dry_run(&args),
         Command::Build(args) => crate::build::run(&args, cli.quiet),
         Command::Validate(args) => validate(&args),
         Command::Pkg {
@@ -167,11 +168,40 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// `imagesmith validate`: every problem on standard error, one per line
+/// (`file:line:column: message`), warnings through the log; fails when there is any problem.
 fn validate(args: &ValidateArgs) -> anyhow::Result<()> {
-    let loaded = spec::load(&inputs(&args.files))
-        .map_err(|d| anyhow::anyhow!("invalid configuration:\n{d}"))?;
-    for w in &loaded.warnings {
-        log::warn!("{w}");
-    }
+    load(&args.files)?;
+    log::info!("{}: valid", args.files.join(", "));
     Ok(())
+}
+
+/// `imagesmith build --dry-run`: the merged YAML, image references normalised, on standard
+/// output; no engine is asked and nothing is read from image labels.
+fn dry_run(args: &BuildArgs) -> anyhow::Result<()> {
+    let loaded = load(&args.files)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(spec::to_yaml(&loaded.spec).as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Loads the files, logging warnings; on failure prints every problem to standard error.
+fn load(files: &[String]) -> anyhow::Result<spec::Loaded> {
+    match spec::load(&inputs(files)) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                log::warn!("{w}");
+            }
+            Ok(loaded)
+        }
+        Err(d) => {
+            let mut err = std::io::stderr().lock();
+            for problem in &d.0 {
+                let _ = writeln!(err, "{problem}");
+            }
+            let n = d.0.len();
+            anyhow::bail!("{n} problem{} found", if n == 1 { "" } else { "s" })
+        }
+    }
 }

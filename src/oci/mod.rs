@@ -1,16 +1,49 @@
 //! `config.json` and `runtime.json` of a bundle (SPEC §4.3, §4.4), from a resolved entry.
 //! Encoded as Go's `encoding/json` does ([`gojson`]) so the bytes equal LinuxKit's.
+//!
+//! This module owns the translation of every entry field into the OCI runtime spec and the
+//! checks of the merged values that only show up here: a label is merged after the parser
+//! ran, so capability names, binds, mounts, devices, rlimits and uid/gid names are checked
+//! again, and every value the OCI schema constrains (device type and mode, propagation,
+//! hugepage sizes, 32-bit ids) is rejected with an [`OciError`] rather than written out.
+//!
+//! Decisions where LinuxKit's `ConfigToOCI` differs or the SPEC is silent:
+//! - no cgroup namespace (the golden files have none); `linux.resources` always present;
+//! - an empty namespace value (`net: ""`) means the default, like an absent one;
+//! - device `mode` is required (as in LinuxKit) and must be permission bits (≤ `0777`, the
+//!   OCI schema's limit); a device type is `c`, `b`, `u` or `p`, and `a`, `b` or `c` for
+//!   `path: all`;
+//! - `rootfsPropagation` must be one of the schema's four values (runc's `r…` variants are
+//!   refused rather than written into a schema-invalid file);
+//! - hugepage sizes written as a number of bytes (LinuxKit's old schema) become `2MB`-style;
+//! - `oomScoreAdj` outside -1000 … 1000 and an rlimit whose soft limit exceeds its hard
+//!   limit are errors (the kernel would refuse them at boot);
+//! - `mounts` entries keep their `uidMappings`/`gidMappings` (LinuxKit drops them);
+//! - a bind source that is neither absolute nor a volume name (`[a-z0-9_-]+`) is an error.
+//!   Whether the volume exists, and whether a read-only volume is bound `ro`, is the
+//!   caller's check ([`parse_bind`], [`Bind::volume`], [`Bind::is_readonly`]).
 
+pub mod caps;
 pub mod gojson;
 pub mod types;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::oci::types::Mount;
+use crate::oci::caps::CapError;
+use crate::oci::types::{
+    Capabilities, Device, DeviceCgroup, Linux, Mount, Namespace, Process, Resources, Rlimit, Root,
+    Spec, User,
+};
 use crate::spec::merge::Resolved;
-use crate::spec::model::{Interface, Runtime};
+use crate::spec::model::{self, Id, Interface, Runtime};
+
+/// The runtime-spec version written to `ociVersion`.
+pub const OCI_VERSION: &str = "1.2.1";
+
+/// Where a volume named in a bind is mounted in the booted system.
+pub const VOLUMES_DIR: &str = "/containers/volumes";
 
 /// `runtime.json` (read by LinuxKit's init), every key always present.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -36,10 +69,39 @@ pub struct BindNsJson {
     pub uts: String,
 }
 
+/// A value of a resolved entry that cannot become a valid OCI configuration. Each variant
+/// names the field and the value at fault; the caller adds the container's name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OciError {
-    #[error("{0}")]
-    Invalid(String),
+    #[error("`{field}`: {error}")]
+    Capability {
+        field: &'static str,
+        error: CapError,
+    },
+    #[error("bind `{bind}`: {reason}")]
+    Bind { bind: String, reason: String },
+    #[error("tmpfs `{tmpfs}`: {reason}")]
+    Tmpfs { tmpfs: String, reason: String },
+    #[error("mount {mount}: {reason}")]
+    Mount { mount: String, reason: String },
+    #[error("device `{path}`: {reason}")]
+    Device { path: String, reason: String },
+    #[error("rlimit `{rlimit}`: {reason}")]
+    Rlimit { rlimit: String, reason: String },
+    #[error("`{field}`: `{name}` is not a number, `root`, or the name of a container of this file")]
+    UnknownId { field: &'static str, name: String },
+    #[error("`{field}`: {value} is out of range (0 … 4294967295)")]
+    IdOutOfRange { field: &'static str, value: String },
+    #[error("`rootfsPropagation`: `{0}` is not one of `private`, `shared`, `slave`, `unbindable`")]
+    RootfsPropagation(String),
+    #[error(
+        "`resources.hugepageLimits`: page size `{0}` is neither like `2MB` (KB, MB, GB) nor a whole number of kilobytes in bytes"
+    )]
+    HugepageSize(String),
+    #[error("`oomScoreAdj`: {0} is out of range (-1000 … 1000)")]
+    OomScoreAdj(i64),
+    #[error("encoding config.json: {0}")]
+    Encode(String),
 }
 
 /// The generated files of one bundle.
@@ -53,25 +115,675 @@ pub struct BundleConfig {
 /// Builds the bundle's `config.json` (and the merged `runtime` section). `ids` maps container
 /// names to uid/gid numbers (`spec::model::id_map`).
 pub fn bundle_config(r: &Resolved, ids: &BTreeMap<String, u32>) -> Result<BundleConfig, OciError> {
-    let _ = (r, ids);
-    todo!("oci::bundle_config")
+    let spec = config_spec(r, ids)?;
+    let config_json = gojson::try_to_vec(&spec).map_err(|e| OciError::Encode(e.to_string()))?;
+    Ok(BundleConfig {
+        config_json,
+        runtime: runtime_from(r.config.runtime.as_ref()),
+    })
+}
+
+/// The typed `config.json` of a resolved entry (what [`bundle_config`] encodes).
+pub fn config_spec(r: &Resolved, ids: &BTreeMap<String, u32>) -> Result<Spec, OciError> {
+    let c = &r.config;
+    let (devices, device_rules) = devices(c.devices.as_deref().unwrap_or(&[]))?;
+    let mut resources = c.resources.clone().unwrap_or_default();
+    normalize_resources(&mut resources)?;
+    resources.devices.extend(device_rules);
+
+    let additional_gids = c
+        .additional_gids
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .map(|g| numeric_id("additionalGids", g, ids))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let rootfs_propagation = c.rootfs_propagation.clone().unwrap_or_default();
+    if !rootfs_propagation.is_empty()
+        && !["private", "shared", "slave", "unbindable"].contains(&rootfs_propagation.as_str())
+    {
+        return Err(OciError::RootfsPropagation(rootfs_propagation));
+    }
+    if let Some(adj) = c.oom_score_adj
+        && !(-1000..=1000).contains(&adj)
+    {
+        return Err(OciError::OomScoreAdj(adj));
+    }
+
+    Ok(Spec {
+        oci_version: OCI_VERSION.to_string(),
+        process: Process {
+            user: User {
+                uid: optional_id("uid", c.uid.as_ref(), ids)?,
+                gid: optional_id("gid", c.gid.as_ref(), ids)?,
+                additional_gids,
+            },
+            args: r.args.clone(),
+            env: r.env.clone(),
+            cwd: r.cwd.clone(),
+            capabilities: capabilities(c.capabilities.as_deref(), c.ambient.as_deref())?,
+            rlimits: c
+                .rlimits
+                .as_deref()
+                .unwrap_or(&[])
+                .iter()
+                .map(|s| parse_rlimit(s))
+                .collect::<Result<_, _>>()?,
+            no_new_privileges: c.no_new_privileges.unwrap_or(false),
+            oom_score_adj: c.oom_score_adj,
+        },
+        root: Root {
+            path: "rootfs".to_string(),
+            readonly: r.readonly,
+        },
+        hostname: c.hostname.clone().unwrap_or_default(),
+        mounts: mounts(r)?,
+        annotations: c.annotations.clone().unwrap_or_default(),
+        linux: Linux {
+            uid_mappings: c.uid_mappings.clone().unwrap_or_default(),
+            gid_mappings: c.gid_mappings.clone().unwrap_or_default(),
+            sysctl: c.sysctl.clone().unwrap_or_default(),
+            resources,
+            cgroups_path: c.cgroups_path.clone().unwrap_or_default(),
+            namespaces: namespaces(&r.config),
+            devices,
+            rootfs_propagation,
+            masked_paths: c.masked_paths.clone().unwrap_or_default(),
+            readonly_paths: c.readonly_paths.clone().unwrap_or_default(),
+        },
+    })
+}
+
+/// Effective = the list as given (normalised, `all`/`none` expanded); bounding, permitted
+/// and inheritable = the sorted union with ambient; ambient as given.
+fn capabilities(
+    caps_list: Option<&[String]>,
+    ambient: Option<&[String]>,
+) -> Result<Capabilities, OciError> {
+    let effective =
+        caps::expand(caps_list.unwrap_or(&[])).map_err(|error| OciError::Capability {
+            field: "capabilities",
+            error,
+        })?;
+    let ambient = caps::expand(ambient.unwrap_or(&[])).map_err(|error| OciError::Capability {
+        field: "ambient",
+        error,
+    })?;
+    let bounding: Vec<String> = effective
+        .iter()
+        .chain(&ambient)
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let owned = |v: Vec<&str>| v.into_iter().map(String::from).collect::<Vec<_>>();
+    Ok(Capabilities {
+        inheritable: bounding.clone(),
+        permitted: bounding.clone(),
+        bounding,
+        effective: owned(effective),
+        ambient: owned(ambient),
+    })
+}
+
+/// `network`, `ipc`, `uts`, `pid`, `user`, then `mount` (always new).
+fn namespaces(c: &model::ImageConfig) -> Vec<Namespace> {
+    let specs = [
+        ("network", c.net.as_deref(), false),
+        ("ipc", c.ipc.as_deref(), false),
+        ("uts", c.uts.as_deref(), false),
+        ("pid", c.pid.as_deref(), true),
+        ("user", c.userns.as_deref(), false),
+    ];
+    let mut out: Vec<Namespace> = specs
+        .into_iter()
+        .filter_map(|(kind, value, new_by_default)| namespace(kind, value, new_by_default))
+        .collect();
+    out.push(Namespace {
+        kind: "mount".to_string(),
+        path: String::new(),
+    });
+    out
+}
+
+/// One namespace entry: `host`/`root` = none (the host's); `new` (and `none` for the
+/// network) = a new one; any other value = the path of a namespace to join; absent or
+/// empty = the default (new for pid, the host's for the others).
+fn namespace(kind: &str, value: Option<&str>, new_by_default: bool) -> Option<Namespace> {
+    let path = match value.unwrap_or("") {
+        "" if new_by_default => "",
+        "" | "host" | "root" => return None,
+        "new" => "",
+        "none" if kind == "network" => "",
+        path => path,
+    };
+    Some(Namespace {
+        kind: kind.to_string(),
+        path: path.to_string(),
+    })
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn mount(destination: &str, kind: &str, source: &str, options: Vec<String>) -> Mount {
+    Mount {
+        destination: destination.to_string(),
+        kind: kind.to_string(),
+        source: source.to_string(),
+        options,
+        ..Mount::default()
+    }
+}
+
+/// The default mounts, then tmpfs, binds and mounts (a later one with the same destination
+/// replaces an earlier one), sorted by destination.
+fn mounts(r: &Resolved) -> Result<Vec<Mount>, OciError> {
+    let c = &r.config;
+    let ro = |mut opts: Vec<String>| {
+        if r.readonly {
+            opts.push("ro".to_string());
+        }
+        opts
+    };
+    let defaults = [
+        mount(
+            "/proc",
+            "proc",
+            "proc",
+            strings(&["nosuid", "nodev", "noexec", "relatime"]),
+        ),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            ro(strings(&[
+                "nosuid",
+                "strictatime",
+                "mode=755",
+                "size=65536k",
+            ])),
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            strings(&[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ]),
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            ro(strings(&["nosuid", "noexec", "nodev"])),
+        ),
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            strings(&["nosuid", "noexec", "nodev", "relatime", "ro"]),
+        ),
+    ];
+    let mut all: BTreeMap<String, Mount> = BTreeMap::new();
+    let mut put = |m: Mount| {
+        all.insert(m.destination.clone(), m);
+    };
+    defaults.into_iter().for_each(&mut put);
+    for t in c.tmpfs.as_deref().unwrap_or(&[]) {
+        put(parse_tmpfs(t)?);
+    }
+    for b in c.binds.as_deref().unwrap_or(&[]) {
+        put(parse_bind(b)?.to_mount());
+    }
+    for m in c.mounts.as_deref().unwrap_or(&[]) {
+        put(complete_mount(m)?);
+    }
+    Ok(all.into_values().collect())
+}
+
+/// A `tmpfs` entry `dst[:opt,..]`.
+pub fn parse_tmpfs(s: &str) -> Result<Mount, OciError> {
+    let err = |reason: &str| OciError::Tmpfs {
+        tmpfs: s.to_string(),
+        reason: reason.to_string(),
+    };
+    let parts: Vec<&str> = s.split(':').collect();
+    let (dest, options) = match parts.as_slice() {
+        [dest] => (*dest, Vec::new()),
+        [dest, opts] => (*dest, opts.split(',').map(String::from).collect()),
+        _ => return Err(err("too many `:` (expected `destination[:option,...]`)")),
+    };
+    if dest.is_empty() {
+        return Err(err("the destination is empty"));
+    }
+    Ok(mount(dest, "tmpfs", "tmpfs", options))
+}
+
+/// A parsed `binds` entry `src:dst[:opt,..]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// As written: an absolute host path, or a volume name.
+    pub source: String,
+    pub destination: String,
+    /// `None` when none were written (then `rw,rbind,rshared`).
+    pub options: Option<Vec<String>>,
+}
+
+impl Bind {
+    /// The volume this bind mounts, when its source does not start with `/`.
+    pub fn volume(&self) -> Option<&str> {
+        (!self.source.starts_with('/')).then_some(self.source.as_str())
+    }
+
+    /// Whether the bind is mounted read-only (an `ro` option).
+    pub fn is_readonly(&self) -> bool {
+        self.options
+            .as_deref()
+            .is_some_and(|o| o.iter().any(|x| x == "ro"))
+    }
+
+    /// The OCI mount: a volume source becomes `/containers/volumes/<name>/merged`; options
+    /// default to `rw,rbind,rshared`, given options are used as listed plus `rbind`.
+    pub fn to_mount(&self) -> Mount {
+        let source = match self.volume() {
+            Some(v) => format!("{VOLUMES_DIR}/{v}/merged"),
+            None => self.source.clone(),
+        };
+        let options = match &self.options {
+            Some(o) => o.iter().cloned().chain(["rbind".to_string()]).collect(),
+            None => strings(&["rw", "rbind", "rshared"]),
+        };
+        mount(&self.destination, "bind", &source, options)
+    }
+}
+
+/// Parses a `binds` entry. One part or more than three is an error, so is an empty source
+/// or destination, or a volume name outside `[a-z0-9_-]+`.
+pub fn parse_bind(s: &str) -> Result<Bind, OciError> {
+    let err = |reason: &str| OciError::Bind {
+        bind: s.to_string(),
+        reason: reason.to_string(),
+    };
+    let parts: Vec<&str> = s.split(':').collect();
+    let (source, destination, options) = match parts.as_slice() {
+        [_] => {
+            return Err(err(
+                "missing `:` (expected `source:destination[:option,...]`)",
+            ));
+        }
+        [src, dst] => (*src, *dst, None),
+        [src, dst, opts] => (
+            *src,
+            *dst,
+            Some(opts.split(',').map(String::from).collect()),
+        ),
+        _ => {
+            return Err(err(
+                "too many `:` (expected `source:destination[:option,...]`)",
+            ));
+        }
+    };
+    if source.is_empty() {
+        return Err(err("the source is empty"));
+    }
+    if destination.is_empty() {
+        return Err(err("the destination is empty"));
+    }
+    if !source.starts_with('/')
+        && !source
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err(err(
+            "the source is neither an absolute path nor a volume name ([a-z0-9_-]+)",
+        ));
+    }
+    Ok(Bind {
+        source: source.to_string(),
+        destination: destination.to_string(),
+        options,
+    })
+}
+
+/// Completes a `mounts` entry: an empty type is taken from a known source (`proc`, `sysfs`,
+/// `devpts`, `mqueue`, `cgroup`) or is `tmpfs` on `/dev`; an empty source is the type; an
+/// empty destination is the type's usual place.
+pub fn complete_mount(m: &Mount) -> Result<Mount, OciError> {
+    let describe = || {
+        if m.destination.is_empty() {
+            format!("of type `{}`", m.kind)
+        } else {
+            format!("on `{}`", m.destination)
+        }
+    };
+    let mut kind = m.kind.clone();
+    if kind.is_empty()
+        && ["mqueue", "devpts", "proc", "sysfs", "cgroup"].contains(&m.source.as_str())
+    {
+        kind = m.source.clone();
+    }
+    if kind.is_empty() && m.destination == "/dev" {
+        kind = "tmpfs".to_string();
+    }
+    if kind.is_empty() {
+        return Err(OciError::Mount {
+            mount: describe(),
+            reason: "the type is missing and cannot be told from the source".to_string(),
+        });
+    }
+    let source = if m.source.is_empty() {
+        kind.clone()
+    } else {
+        m.source.clone()
+    };
+    let destination = if m.destination.is_empty() {
+        match kind.as_str() {
+            "proc" => "/proc",
+            "devpts" => "/dev/pts",
+            "sysfs" => "/sys",
+            "cgroup" => "/sys/fs/cgroup",
+            "mqueue" => "/dev/mqueue",
+            _ => {
+                return Err(OciError::Mount {
+                    mount: describe(),
+                    reason: "the destination is missing".to_string(),
+                });
+            }
+        }
+        .to_string()
+    } else {
+        m.destination.clone()
+    };
+    Ok(Mount {
+        destination,
+        kind,
+        source,
+        options: m.options.clone(),
+        uid_mappings: m.uid_mappings.clone(),
+        gid_mappings: m.gid_mappings.clone(),
+    })
+}
+
+/// `linux.devices` and the device cgroup rules that let the container use them.
+fn devices(list: &[model::Device]) -> Result<(Vec<Device>, Vec<DeviceCgroup>), OciError> {
+    let mut devices = Vec::new();
+    let mut rules = Vec::new();
+    for d in list {
+        let err = |reason: String| OciError::Device {
+            path: d.path.clone(),
+            reason,
+        };
+        if d.path == "all" {
+            if !["a", "b", "c"].contains(&d.kind.as_str()) {
+                return Err(err(format!(
+                    "type `{}` is not `a`, `b` or `c` (for every device of a type)",
+                    d.kind
+                )));
+            }
+            rules.push(DeviceCgroup {
+                allow: true,
+                kind: d.kind.clone(),
+                major: None,
+                minor: None,
+                access: "rwm".to_string(),
+            });
+            continue;
+        }
+        if d.path.is_empty() {
+            return Err(err("the path is empty".to_string()));
+        }
+        if !["c", "b", "u", "p"].contains(&d.kind.as_str()) {
+            return Err(err(format!(
+                "type `{}` is not `c`, `b`, `u` or `p`",
+                d.kind
+            )));
+        }
+        let mode = match d.mode.as_deref() {
+            None => {
+                return Err(err(
+                    "`mode` is missing (an octal string such as \"0666\")".into()
+                ));
+            }
+            Some(m) => parse_mode(m).ok_or_else(|| {
+                err(format!(
+                    "mode `{m}` is not an octal permission mode (0 … 0777)"
+                ))
+            })?,
+        };
+        devices.push(Device {
+            path: d.path.clone(),
+            kind: d.kind.clone(),
+            major: d.major,
+            minor: d.minor,
+            file_mode: Some(mode),
+        });
+        rules.push(DeviceCgroup {
+            allow: true,
+            kind: d.kind.clone(),
+            major: Some(d.major),
+            minor: Some(d.minor),
+            access: "rwm".to_string(),
+        });
+    }
+    Ok((devices, rules))
+}
+
+/// An octal permission mode (`0666`, `666`, `0`), at most `0777`.
+fn parse_mode(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o777)
+}
+
+/// Checks what the OCI schema constrains in `resources` and brings hugepage sizes written
+/// as a number of bytes (LinuxKit's old spelling) to the OCI form (`2097152` → `2MB`).
+fn normalize_resources(res: &mut Resources) -> Result<(), OciError> {
+    for h in &mut res.hugepage_limits {
+        h.page_size = hugepage_size(&h.page_size)
+            .ok_or_else(|| OciError::HugepageSize(h.page_size.clone()))?;
+    }
+    Ok(())
+}
+
+fn hugepage_size(s: &str) -> Option<String> {
+    let digits_end = s
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(digits_end);
+    if num.is_empty() || num.starts_with('0') {
+        return None;
+    }
+    match unit {
+        "KB" | "MB" | "GB" => Some(s.to_string()),
+        "" => {
+            let bytes: u64 = num.parse().ok()?;
+            [("GB", 1u64 << 30), ("MB", 1 << 20), ("KB", 1 << 10)]
+                .into_iter()
+                .find(|(_, size)| bytes.is_multiple_of(*size))
+                .map(|(unit, size)| format!("{}{unit}", bytes / size))
+        }
+        _ => None,
+    }
+}
+
+/// The 16 standard resource limits.
+const RLIMITS: [&str; 16] = [
+    "RLIMIT_CPU",
+    "RLIMIT_FSIZE",
+    "RLIMIT_DATA",
+    "RLIMIT_STACK",
+    "RLIMIT_CORE",
+    "RLIMIT_RSS",
+    "RLIMIT_NPROC",
+    "RLIMIT_NOFILE",
+    "RLIMIT_MEMLOCK",
+    "RLIMIT_AS",
+    "RLIMIT_LOCKS",
+    "RLIMIT_SIGPENDING",
+    "RLIMIT_MSGQUEUE",
+    "RLIMIT_NICE",
+    "RLIMIT_RTPRIO",
+    "RLIMIT_RTTIME",
+];
+
+/// An `rlimits` entry `name,soft,hard`: name in any case with or without `RLIMIT_`, limits
+/// as numbers or `unlimited` (2^64-1). A soft limit above the hard one is an error.
+pub fn parse_rlimit(s: &str) -> Result<Rlimit, OciError> {
+    let err = |reason: String| OciError::Rlimit {
+        rlimit: s.to_string(),
+        reason,
+    };
+    let parts: Vec<&str> = s.splitn(3, ',').map(str::trim).collect();
+    let [name, soft, hard] = parts.as_slice() else {
+        return Err(err("expected `name,soft,hard`".to_string()));
+    };
+    let upper = name.to_ascii_uppercase();
+    let kind = if upper.starts_with("RLIMIT_") {
+        upper
+    } else {
+        format!("RLIMIT_{upper}")
+    };
+    if !RLIMITS.contains(&kind.as_str()) {
+        return Err(err(format!("unknown limit `{name}`")));
+    }
+    let value = |v: &str| -> Result<u64, OciError> {
+        if v.eq_ignore_ascii_case("unlimited") {
+            Ok(u64::MAX)
+        } else if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+            v.parse()
+                .map_err(|_| err(format!("`{v}` is larger than 18446744073709551615")))
+        } else {
+            Err(err(format!("`{v}` is neither a number nor `unlimited`")))
+        }
+    };
+    let (soft, hard) = (value(soft)?, value(hard)?);
+    if soft > hard {
+        return Err(err("the soft limit is above the hard limit".to_string()));
+    }
+    Ok(Rlimit { kind, hard, soft })
+}
+
+fn optional_id(
+    field: &'static str,
+    id: Option<&Id>,
+    ids: &BTreeMap<String, u32>,
+) -> Result<u32, OciError> {
+    id.map_or(Ok(0), |id| numeric_id(field, id, ids))
+}
+
+/// A uid/gid as a number: a number or numeric string (0 … 2^32-1), `root` or "" (0), or
+/// the name of a container (`ids`).
+pub fn numeric_id(
+    field: &'static str,
+    id: &Id,
+    ids: &BTreeMap<String, u32>,
+) -> Result<u32, OciError> {
+    let out_of_range = |value: String| OciError::IdOutOfRange { field, value };
+    match id {
+        Id::Num(n) => u32::try_from(*n).map_err(|_| out_of_range(n.to_string())),
+        Id::Name(s) if s.is_empty() || s == "root" => Ok(0),
+        Id::Name(s) if s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().map_err(|_| out_of_range(s.clone()))
+        }
+        Id::Name(s) => ids.get(s).copied().ok_or_else(|| OciError::UnknownId {
+            field,
+            name: s.clone(),
+        }),
+    }
+}
+
+/// `/a/b` from `a/b`, `/a/b/` or `/a/b`.
+fn absolute(p: &str) -> String {
+    format!("/{}", p.trim_matches('/'))
+}
+
+/// Where a bundle at `dir` holds its own copy of the image (SPEC §4.2): `dir/rootfs` when
+/// read-only, else `dir/lower`. A later bundle of the same image uses the first one's.
+pub fn own_root(dir: &str, readonly: bool) -> String {
+    let dir = dir.trim_end_matches('/');
+    if readonly {
+        format!("{dir}/rootfs")
+    } else {
+        format!("{dir}/lower")
+    }
 }
 
 /// The generated rootfs mounts of a bundle at `dir` (e.g. `containers/onboot/000-a`) whose
 /// image is at `root` (its own `lower`/`rootfs`, or the first copy's), SPEC §4.3.
 pub fn rootfs_mounts(dir: &str, root: &str, readonly: bool) -> Vec<Mount> {
-    let _ = (dir, root, readonly);
-    todo!("oci::rootfs_mounts")
+    let dir = absolute(dir);
+    let root = absolute(root);
+    let rootfs = format!("{dir}/rootfs");
+    if readonly {
+        return vec![Mount {
+            destination: rootfs,
+            source: root,
+            options: strings(&["bind"]),
+            ..Mount::default()
+        }];
+    }
+    let tmp = format!("{dir}/tmp");
+    vec![
+        mount(&tmp, "tmpfs", "tmpfs", Vec::new()),
+        Mount {
+            destination: tmp.clone(),
+            options: strings(&["remount", "private"]),
+            ..Mount::default()
+        },
+        mount(
+            &rootfs,
+            "overlay",
+            "overlay",
+            vec![
+                format!("lowerdir={root}"),
+                format!("upperdir={tmp}/upper"),
+                format!("workdir={tmp}/work"),
+            ],
+        ),
+    ]
 }
 
 /// `runtime.json` bytes: `rootfs` mounts first, then the user's.
 pub fn runtime_json(runtime: &RuntimeJson, rootfs: Vec<Mount>) -> Vec<u8> {
-    let _ = (runtime, rootfs);
-    todo!("oci::runtime_json")
+    let mut full = runtime.clone();
+    full.mounts = rootfs
+        .into_iter()
+        .chain(runtime.mounts.iter().cloned())
+        .collect();
+    // RuntimeJson holds only strings, lists, booleans and structs: encoding cannot fail.
+    gojson::to_vec(&full)
 }
 
 /// Converts a merged `runtime:` section (absent fields empty).
 pub fn runtime_from(rt: Option<&Runtime>) -> RuntimeJson {
-    let _ = rt;
-    todo!("oci::runtime_from")
+    let Some(rt) = rt else {
+        return RuntimeJson::default();
+    };
+    let ns = rt.bind_ns.clone().unwrap_or_default();
+    RuntimeJson {
+        cgroups: rt.cgroups.clone().unwrap_or_default(),
+        mounts: rt.mounts.clone().unwrap_or_default(),
+        mkdir: rt.mkdir.clone().unwrap_or_default(),
+        interfaces: rt.interfaces.clone().unwrap_or_default(),
+        bind_ns: BindNsJson {
+            cgroup: ns.cgroup.unwrap_or_default(),
+            ipc: ns.ipc.unwrap_or_default(),
+            mnt: ns.mnt.unwrap_or_default(),
+            net: ns.net.unwrap_or_default(),
+            pid: ns.pid.unwrap_or_default(),
+            user: ns.user.unwrap_or_default(),
+            uts: ns.uts.unwrap_or_default(),
+        },
+        namespace: rt.namespace.clone().unwrap_or_default(),
+    }
 }

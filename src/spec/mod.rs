@@ -4,16 +4,28 @@
 //!
 //! Entry points: [`load`] (parse + merge + validate: everything that needs no engine),
 //! [`parse_label`] (an `org.mobyproject.config` label, validated with the same rules),
-//! [`merge::resolve`] (YAML entry + label + image config → final values).
+//! [`merge::resolve`] (YAML entry + label + image config → final values), [`to_yaml`] /
+//! [`to_json`] (the merged document), [`resolve_source`] (a `files` source on the host).
+//!
+//! Modules: [`yaml`] (text → position-keeping tree), `schema` (structure, types, conversion
+//! to the model), [`validate`] (the semantic rules), `load` (files, multi-file merge,
+//! reporting), [`source`], `emit`, [`reference`], [`model`], [`merge`].
 
+mod emit;
+mod load;
 pub mod merge;
 pub mod model;
 pub mod reference;
+mod schema;
+pub mod source;
+pub mod validate;
+pub mod yaml;
 
 use std::fmt;
 use std::path::PathBuf;
 
 pub use model::*;
+pub use source::resolve_source;
 
 /// Where a YAML document comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,26 +74,36 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
 }
 
-/// Reads, merges (SPEC §1) and validates (SPEC §2) the given documents.
+/// Reads, merges (SPEC §1) and validates (SPEC §2) the given documents. On success the
+/// warnings (e.g. `trust` is ignored) come with the spec; on failure every problem is
+/// returned, sorted by file, line and column (a YAML syntax error or an unreadable file is
+/// returned alone).
 pub fn load(inputs: &[Input]) -> Result<Loaded, Diagnostics> {
-    let _ = inputs;
-    todo!("spec::load")
+    load::load(inputs)
 }
 
-/// Parses and validates an `org.mobyproject.config` label of `image`.
+/// [`load`] of documents given as text, each with the name its diagnostics use.
+pub fn load_text(docs: &[(&str, &str)]) -> Result<Loaded, Diagnostics> {
+    load::load_texts(
+        docs.iter()
+            .map(|(name, text)| (std::sync::Arc::from(*name), *text)),
+    )
+}
+
+/// Parses and validates an `org.mobyproject.config` label of `image`: the keys of an image
+/// entry except `name` and `image`, with the same rules (ids and volume names in binds are
+/// only checked for syntax here; they are resolved when the bundle is generated). Every
+/// diagnostic's position names the image (`label of image `…``).
 pub fn parse_label(image: &str, text: &str) -> Result<ImageConfig, Diagnostics> {
-    let _ = (image, text);
-    todo!("spec::parse_label")
+    load::parse_label(image, text)
 }
 
 /// The merged spec as YAML (`--dry-run`, `metadata: yaml`).
 pub fn to_yaml(spec: &Spec) -> String {
-    let _ = spec;
-    todo!("spec::to_yaml")
+    emit::to_yaml(spec)
 }
 
 /// The merged spec as JSON (`metadata: json`).
 pub fn to_json(spec: &Spec) -> String {
-    let _ = spec;
-    todo!("spec::to_json")
+    emit::to_json(spec)
 }

@@ -47,7 +47,9 @@ pub struct Spec {
     pub files: Vec<FileEntry>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Volume>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Accepted and ignored (a warning says so); not written back out, as LinuxKit does not
+    /// write it into its `metadata:` files either.
+    #[serde(skip)]
     pub trust: Option<Trust>,
 }
 

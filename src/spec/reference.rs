@@ -58,6 +58,16 @@ impl Reference {
         if name.len() > MAX_NAME {
             return Err(bad("repository name longer than 255 characters"));
         }
+        if name.len() == 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            // Docker reads a bare 64-hex string as an image ID, never as a repository.
+            return Err(bad(
+                "a 64-hex-digit string is an image ID, not a repository name",
+            ));
+        }
         let (domain, path) = split_domain(name);
         if let Some(d) = &domain {
             check_domain(d).map_err(bad)?;
@@ -155,10 +165,10 @@ fn check_domain(d: &str) -> Result<(), &'static str> {
             }
         }
     }
-    if let Some(p) = port {
-        if p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) {
-            return Err("invalid registry port");
-        }
+    if let Some(p) = port
+        && (p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err("invalid registry port");
     }
     Ok(())
 }
@@ -219,10 +229,18 @@ fn check_digest(d: &str) -> Result<(), &'static str> {
     if !alg_ok || hex.len() < 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err("invalid digest");
     }
-    if alg == "sha256" && hex.len() != 64 {
-        return Err("a sha256 digest has 64 hex digits");
+    let lower_hex = hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    match alg {
+        "sha256" if hex.len() != 64 || !lower_hex => {
+            Err("a sha256 digest has 64 lower-case hex digits")
+        }
+        "sha512" if hex.len() != 128 || !lower_hex => {
+            Err("a sha512 digest has 128 lower-case hex digits")
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -273,5 +291,15 @@ mod tests {
         ] {
             assert!(Reference::parse(s).is_err(), "{s} should be rejected");
         }
+    }
+
+    #[test]
+    fn rejects_image_ids_and_bad_digests() {
+        let id = "0123456789abcdef".repeat(4);
+        assert!(Reference::parse(&id).is_err());
+        assert!(Reference::parse(&format!("org/{id}")).is_ok());
+        assert!(Reference::parse(&format!("a@sha256:{}", "A".repeat(64))).is_err());
+        assert!(Reference::parse(&format!("a@sha512:{}", "a".repeat(64))).is_err());
+        assert!(Reference::parse(&format!("a@sha512:{}", "a".repeat(128))).is_ok());
     }
 }
