@@ -43,12 +43,27 @@ fn builds_writable_and_readonly_bundles() {
         pos(&format!("{ob}/rootfs")),
         pos(&format!("{ob}/runtime.json")),
     ];
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "writable bundle order {order:?}");
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "writable bundle order {order:?}"
+    );
     // The service reuses the same image: it is placed once, the service's rootfs is empty.
     let sv = "containers/services/svc";
-    let order = [pos(sv), pos(&format!("{sv}/config.json")), pos(&format!("{sv}/rootfs")), pos(&format!("{sv}/runtime.json"))];
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "read-only bundle order {order:?}");
-    assert!(!paths.iter().any(|p| p.starts_with(&format!("{sv}/rootfs/"))));
+    let order = [
+        pos(sv),
+        pos(&format!("{sv}/config.json")),
+        pos(&format!("{sv}/rootfs")),
+        pos(&format!("{sv}/runtime.json")),
+    ];
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "read-only bundle order {order:?}"
+    );
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p.starts_with(&format!("{sv}/rootfs/")))
+    );
     let runtime: serde_json::Value =
         serde_json::from_slice(&items[pos(&format!("{sv}/runtime.json"))].data).unwrap();
     assert_eq!(runtime["mounts"][0]["source"], format!("/{ob}/lower"));
@@ -56,15 +71,22 @@ fn builds_writable_and_readonly_bundles() {
     let marker = &items[pos(&format!("{ob}/lower/srv/marker.txt"))];
     assert_eq!(marker.data, b"marker\n");
     for gone in [".dockerenv", "etc/hostname", "dev/console"] {
-        assert!(!paths.contains(&format!("{ob}/lower/{gone}").as_str()), "{gone} not filtered");
+        assert!(
+            !paths.contains(&format!("{ob}/lower/{gone}").as_str()),
+            "{gone} not filtered"
+        );
     }
     let hosts = &items[pos(&format!("{ob}/lower/etc/hosts"))];
     assert!(String::from_utf8_lossy(&hosts.data).starts_with("127.0.0.1       localhost\n"));
     let config: serde_json::Value =
         serde_json::from_slice(&items[pos(&format!("{ob}/config.json"))].data).unwrap();
-    assert_eq!(config["process"]["args"], serde_json::json!(["/bin/cat", "/srv/marker.txt"]));
+    assert_eq!(
+        config["process"]["args"],
+        serde_json::json!(["/bin/cat", "/srv/marker.txt"])
+    );
     assert_eq!(config["process"]["env"], serde_json::json!(["PATH=/bin"]));
-    let ro: serde_json::Value = serde_json::from_slice(&items[pos(&format!("{sv}/config.json"))].data).unwrap();
+    let ro: serde_json::Value =
+        serde_json::from_slice(&items[pos(&format!("{sv}/config.json"))].data).unwrap();
     assert_eq!(ro["root"]["readonly"], true);
     assert!(img.containers().is_empty(), "containers left behind");
 }
@@ -94,11 +116,30 @@ fn large_image_memory_stays_flat() {
         ),
     );
     let out = dir.path().join("large.tar");
-    let m = run_measured(imagesmith().arg("build").arg(&yml).arg("-o").arg(&out).arg("--jobs").arg("2"));
+    let m = run_measured(
+        imagesmith()
+            .arg("build")
+            .arg(&yml)
+            .arg("-o")
+            .arg(&out)
+            .arg("--jobs")
+            .arg("2"),
+    );
     assert_eq!(m.status, 0, "build failed: {}", m.stderr);
     let size = fs::metadata(&out).unwrap().len();
-    assert!(size > 600 << 20, "output holds the image twice ({size} bytes)");
-    eprintln!("peak RSS {} KiB for a {} MiB output", m.max_rss_kib, size >> 20);
-    assert!(m.max_rss_kib < 32 * 1024, "peak RSS {} KiB ≥ 32 MiB", m.max_rss_kib);
+    assert!(
+        size > 600 << 20,
+        "output holds the image twice ({size} bytes)"
+    );
+    eprintln!(
+        "peak RSS {} KiB for a {} MiB output",
+        m.max_rss_kib,
+        size >> 20
+    );
+    assert!(
+        m.max_rss_kib < 32 * 1024,
+        "peak RSS {} KiB ≥ 32 MiB",
+        m.max_rss_kib
+    );
     assert!(img.containers().is_empty(), "containers left behind");
 }

@@ -25,7 +25,12 @@ fn golden_images() {
 fn rows(tsv: &str) -> BTreeMap<String, String> {
     tsv.lines()
         .filter(|l| !l.is_empty())
-        .map(|l| (l.split('\t').next().unwrap_or_default().to_string(), l.to_string()))
+        .map(|l| {
+            (
+                l.split('\t').next().unwrap_or_default().to_string(),
+                l.to_string(),
+            )
+        })
         .collect()
 }
 
@@ -36,7 +41,10 @@ const NOT_COMPARED: [&str; 2] = ["etc/system.yml", "etc/system.json"];
 fn without_content(row: &str) -> String {
     let f: Vec<&str> = row.split('\t').collect();
     // path type mode uid gid [size] mtime link [sha]
-    format!("{}\t{}\t{}\t{}\t{}\t{}\t{}", f[0], f[1], f[2], f[3], f[4], f[6], f[7])
+    format!(
+        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+        f[0], f[1], f[2], f[3], f[4], f[6], f[7]
+    )
 }
 
 fn check(spec: &str) {
@@ -59,20 +67,38 @@ fn check(spec: &str) {
         .arg(&out)
         .arg(&extracted));
     let got = rows(&String::from_utf8_lossy(&manifest.stdout));
-    let want = rows(&fs::read_to_string(golden.join(format!("expected/{spec}/manifest.tsv"))).unwrap());
+    let want =
+        rows(&fs::read_to_string(golden.join(format!("expected/{spec}/manifest.tsv"))).unwrap());
     let mut diffs = Vec::new();
-    for path in want.keys().chain(got.keys()).collect::<std::collections::BTreeSet<_>>() {
+    for path in want
+        .keys()
+        .chain(got.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         let (w, g) = (want.get(path), got.get(path));
         let same = match (w, g) {
-            (Some(w), Some(g)) if NOT_COMPARED.contains(&path.as_str()) => without_content(w) == without_content(g),
+            (Some(w), Some(g)) if NOT_COMPARED.contains(&path.as_str()) => {
+                without_content(w) == without_content(g)
+            }
             (w, g) => w == g,
         };
         if !same {
-            diffs.push(format!("- {}\n+ {}", w.map_or("(absent)", |s| s), g.map_or("(absent)", |s| s)));
+            diffs.push(format!(
+                "- {}\n+ {}",
+                w.map_or("(absent)", |s| s),
+                g.map_or("(absent)", |s| s)
+            ));
         }
     }
-    assert!(diffs.is_empty(), "{spec}: manifest differs:\n{}", diffs.join("\n"));
-    compare_tree(&golden.join(format!("expected/{spec}/containers")), &extracted.join("containers"));
+    assert!(
+        diffs.is_empty(),
+        "{spec}: manifest differs:\n{}",
+        diffs.join("\n")
+    );
+    compare_tree(
+        &golden.join(format!("expected/{spec}/containers")),
+        &extracted.join("containers"),
+    );
 }
 
 /// Every file under `want` exists under `got` with the same bytes, and vice versa.
@@ -96,7 +122,10 @@ fn compare_tree(want: &Path, got: &Path) {
     let (w, g) = (list(want), list(got));
     assert_eq!(w, g, "config.json/runtime.json files differ");
     for rel in w {
-        let (a, b) = (fs::read(want.join(&rel)).unwrap(), fs::read(got.join(&rel)).unwrap());
+        let (a, b) = (
+            fs::read(want.join(&rel)).unwrap(),
+            fs::read(got.join(&rel)).unwrap(),
+        );
         assert!(
             a == b,
             "{} differs:\n--- expected\n{}\n--- got\n{}",

@@ -51,7 +51,9 @@ pub fn unique(what: &str) -> String {
 
 /// Runs a command, panicking with its output on failure.
 pub fn sh(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -113,7 +115,9 @@ impl Drop for TestImage {
         for c in self.containers() {
             let _ = Command::new("docker").args(["rm", "-f", &c]).output();
         }
-        let _ = Command::new("docker").args(["rmi", "-f", &self.name]).output();
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", &self.name])
+            .output();
     }
 }
 
@@ -124,8 +128,11 @@ pub fn busybox_rootfs(dir: &Path) {
         fs::create_dir_all(dir.join(d)).unwrap();
         fs::set_permissions(dir.join(d), fs::Permissions::from_mode(0o755)).unwrap();
     }
-    fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox-static is installed (scripts/setup.sh)");
-    for a in ["sh", "cat", "echo", "ls", "id", "sleep", "true", "grep", "touch", "pwd", "env"] {
+    fs::copy("/bin/busybox", dir.join("bin/busybox"))
+        .expect("busybox-static is installed (scripts/setup.sh)");
+    for a in [
+        "sh", "cat", "echo", "ls", "id", "sleep", "true", "grep", "touch", "pwd", "env",
+    ] {
         std::os::unix::fs::symlink("busybox", dir.join("bin").join(a)).unwrap();
     }
     fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
@@ -226,7 +233,9 @@ pub fn read_tar(path: &Path) -> Vec<TarItem> {
     for e in ar.entries().unwrap() {
         let mut e = e.unwrap();
         let h = e.header().clone();
-        let path = String::from_utf8_lossy(&e.path_bytes()).trim_end_matches('/').to_string();
+        let path = String::from_utf8_lossy(&e.path_bytes())
+            .trim_end_matches('/')
+            .to_string();
         let link = e
             .link_name_bytes()
             .map(|l| String::from_utf8_lossy(&l).into_owned())
