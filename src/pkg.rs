@@ -2,8 +2,8 @@
 //! local image through the Docker Engine API, the way `docker build` would, with no registry
 //! and no network.
 //!
-//! A package directory holds a `Dockerfile` and, optionally, an executable-or-not `prepare`
-//! shell script. The directory is copied to a temporary staging directory; `prepare`, when
+//! A package directory holds a `Dockerfile` and, optionally, a `prepare` shell script (run
+//! with `sh`, so it need not be executable). The directory is copied to a temporary staging directory; `prepare`, when
 //! present, runs there as `sh prepare <staging dir>` (working directory: the staging
 //! directory) to add files from the host, such as Debian's kernel or busybox; then the
 //! staging directory, as a tar with uid/gid 0 and every time set to `SOURCE_DATE_EPOCH` (else
