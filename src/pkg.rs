@@ -3,9 +3,9 @@
 //! and no network.
 //!
 //! A package directory holds a `Dockerfile` and, optionally, a `prepare` shell script (run
-//! with `sh`, so it need not be executable). The directory is copied to a temporary staging directory; `prepare`, when
-//! present, runs there as `sh prepare <staging dir>` (working directory: the staging
-//! directory) to add files from the host, such as Debian's kernel or busybox; then the
+//! with `sh`, so it need not be executable). The directory is copied to a temporary staging
+//! directory; `prepare`, when present, runs there as `sh prepare <staging dir>` (working
+//! directory: the staging directory) to add files from the host, such as Debian's kernel or busybox; then the
 //! staging directory, as a tar with uid/gid 0 and every time set to `SOURCE_DATE_EPOCH` (else
 //! LinuxKit's fixed time), is the build context of the engine's classic builder, with network
 //! mode `none` (the engine here has no bridge, and packages must not download anything).
