@@ -157,8 +157,29 @@ impl<W: Write> Sink for TarSink<W> {
         let path = Path::new(std::ffi::OsStr::from_bytes(&e.path));
         match &e.kind {
             Kind::Symlink(t) | Kind::Link(t) => {
-                let target = Path::new(std::ffi::OsStr::from_bytes(t));
-                self.builder.append_link(&mut h, path, target)
+                // Link targets are written byte for byte: tar-rs's `append_link` would
+                // normalise them as paths (`//x` → `/x`, `a/` → `a`).
+                if t.len() > 100 || t.contains(&0) {
+                    if t.contains(&0) {
+                        return Err(io::Error::other("link target contains a NUL byte"));
+                    }
+                    let mut k = Header::new_gnu();
+                    k.set_entry_type(EntryType::GNULongLink);
+                    k.set_mode(0o644);
+                    k.set_size(t.len() as u64 + 1);
+                    if let Some(g) = k.as_gnu_mut() {
+                        g.name[..13].copy_from_slice(b"././@LongLink");
+                    }
+                    k.set_cksum();
+                    self.builder.append(&k, t.as_slice().chain(&[0u8][..]))?;
+                }
+                let field = &mut h
+                    .as_gnu_mut()
+                    .ok_or_else(|| io::Error::other("not a GNU header"))?
+                    .linkname;
+                let n = t.len().min(field.len());
+                field[..n].copy_from_slice(&t[..n]);
+                self.builder.append_data(&mut h, path, io::empty())
             }
             Kind::File => self.builder.append_data(
                 &mut h,
@@ -218,98 +239,306 @@ fn set_name_field(h: &mut Header, user: bool, name: &[u8]) -> io::Result<()> {
 /// Why an input tar could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("reading the archive: {0}")]
+    #[error("reading the archive")]
     Io(#[from] io::Error),
-    #[error("entry `{path}`: unsupported tar entry type {kind:?}")]
+    #[error("entry `{path}`: unsupported tar entry type `{}`", *kind as char)]
     Unsupported { path: String, kind: u8 },
+    #[error("malformed tar header at byte {offset}: {why}")]
+    Header { offset: u64, why: &'static str },
+    #[error("entry `{path}`: malformed PAX record: {why}")]
+    Pax { path: String, why: &'static str },
 }
 
-/// Reads a tar stream and calls `f` for each entry with a reader of its content. Names come
-/// from `entry.path()` (GNU long names and PAX `path` applied), never from the raw header.
-/// PAX `uid`, `gid`, `uname`, `gname` and `mtime` override the header fields; other PAX
-/// records (extended attributes) are kept in [`Entry::pax`]. PAX global headers are skipped.
-/// Names are returned as stored; normalising them is the caller's business.
+const BLOCK: usize = 512;
+
+/// Reads a tar stream and calls `f` for each entry with a reader of its content.
+///
+/// This is imagesmith's own reader (tar-rs is used for writing only): it applies GNU long
+/// names (`L`, `K`) and PAX records (`path`, `linkpath`, `size`, `uid`, `gid`, `uname`,
+/// `gname`, `mtime`) to the entry, keeps every other PAX record (extended attributes) in
+/// [`Entry::pax`], skips PAX global headers, and parses PAX records by their length prefix,
+/// so binary values (a `security.capability` holding a newline byte) are read correctly —
+/// tar-rs splits records at newlines and loses them and the records after them. Names are
+/// returned as stored; normalising them is the caller's business. Sparse files and unknown
+/// entry types are errors, never silently dropped.
 pub fn for_each_entry<R, E, F>(src: R, mut f: F) -> Result<(), E>
 where
     R: Read,
     E: From<ReadError>,
     F: FnMut(Entry, &mut dyn Read) -> Result<(), E>,
 {
-    let mut ar = tar::Archive::new(src);
-    let entries = ar.entries().map_err(ReadError::Io)?;
-    for item in entries {
-        let mut te = item.map_err(ReadError::Io)?;
-        let entry = match convert(&mut te).map_err(E::from)? {
-            Some(e) => e,
-            None => continue,
+    let mut r = io::BufReader::with_capacity(128 * 1024, src);
+    let mut offset: u64 = 0;
+    let mut long_name: Option<Vec<u8>> = None;
+    let mut long_link: Option<Vec<u8>> = None;
+    let mut pax: Option<Vec<u8>> = None;
+    loop {
+        let mut h = [0u8; BLOCK];
+        if !read_block(&mut r, &mut h).map_err(ReadError::Io)? {
+            return Ok(()); // end of stream without end-of-archive blocks: accepted
+        }
+        let here = offset;
+        offset += BLOCK as u64;
+        if h.iter().all(|b| *b == 0) {
+            return Ok(()); // end-of-archive
+        }
+        check_sum(&h).map_err(|why| ReadError::Header { offset: here, why })?;
+        let bad = |why| ReadError::Header { offset: here, why };
+        let mut size = number(&h[124..136]).ok_or_else(|| bad("bad size"))?;
+        let ty = h[156];
+        match ty {
+            b'x' | b'g' | b'L' | b'K' => {
+                if size > 1 << 24 {
+                    return Err(bad("extension header larger than 16 MiB").into());
+                }
+                let mut data = vec![0u8; size as usize];
+                r.read_exact(&mut data).map_err(ReadError::Io)?;
+                skip(&mut r, padding(size)).map_err(ReadError::Io)?;
+                offset += size + padding(size);
+                match ty {
+                    b'x' => pax = Some(data),
+                    b'L' => long_name = Some(trim_nul(&data).to_vec()),
+                    b'K' => long_link = Some(trim_nul(&data).to_vec()),
+                    _ => {} // global PAX header: not part of any entry
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let ustar = &h[257..263] == b"ustar\0";
+        let mut path = match long_name.take() {
+            Some(n) => n,
+            None if ustar && h[345] != 0 => {
+                let mut p = trim_nul(&h[345..500]).to_vec();
+                p.push(b'/');
+                p.extend_from_slice(trim_nul(&h[0..100]));
+                p
+            }
+            None => trim_nul(&h[0..100]).to_vec(),
         };
-        f(entry, &mut te)?;
+        let mut link = long_link
+            .take()
+            .unwrap_or_else(|| trim_nul(&h[157..257]).to_vec());
+        let num = |range: std::ops::Range<usize>, why| number(&h[range]).ok_or_else(|| bad(why));
+        let mut e = Entry {
+            path: Vec::new(),
+            kind: Kind::File,
+            mode: (num(100..108, "bad mode")? & 0o7777) as u32,
+            uid: num(108..116, "bad uid")?,
+            gid: num(116..124, "bad gid")?,
+            uname: trim_nul(&h[265..297]).to_vec(),
+            gname: trim_nul(&h[297..329]).to_vec(),
+            mtime: num(136..148, "bad mtime")?,
+            size: 0,
+            pax: Vec::new(),
+        };
+        if let Some(records) = pax.take() {
+            let shown = String::from_utf8_lossy(&path).into_owned();
+            for (key, value) in pax_records(&records).map_err(|why| ReadError::Pax {
+                path: shown.clone(),
+                why,
+            })? {
+                let num = || {
+                    std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.split('.').next()?.parse::<u64>().ok())
+                        .ok_or(ReadError::Pax {
+                            path: shown.clone(),
+                            why: "bad number",
+                        })
+                };
+                match key {
+                    b"path" => path = value.to_vec(),
+                    b"linkpath" => link = value.to_vec(),
+                    b"size" => size = num()?,
+                    b"uid" => e.uid = num()?,
+                    b"gid" => e.gid = num()?,
+                    b"mtime" => e.mtime = num()?,
+                    b"uname" => e.uname = value.to_vec(),
+                    b"gname" => e.gname = value.to_vec(),
+                    b"atime" | b"ctime" => {}
+                    k if k.starts_with(b"GNU.sparse.") => {
+                        return Err(ReadError::Unsupported {
+                            path: shown,
+                            kind: b'S',
+                        }
+                        .into());
+                    }
+                    k => e
+                        .pax
+                        .push((String::from_utf8_lossy(k).into_owned(), value.to_vec())),
+                }
+            }
+            e.pax.sort();
+        }
+        let (major, minor) = (
+            u32::try_from(num(329..337, "bad device major").unwrap_or(0)).unwrap_or(u32::MAX),
+            u32::try_from(num(337..345, "bad device minor").unwrap_or(0)).unwrap_or(u32::MAX),
+        );
+        e.kind = match ty {
+            b'0' | 0 | b'7' => Kind::File,
+            b'5' => Kind::Dir,
+            b'2' => Kind::Symlink(link),
+            b'1' => Kind::Link(link),
+            b'3' => Kind::Char { major, minor },
+            b'4' => Kind::Block { major, minor },
+            b'6' => Kind::Fifo,
+            other => {
+                return Err(ReadError::Unsupported {
+                    path: String::from_utf8_lossy(&path).into_owned(),
+                    kind: other,
+                }
+                .into());
+            }
+        };
+        // Old tars mark directories with a trailing slash on a regular entry.
+        if e.kind == Kind::File && ty == 0 && path.ends_with(b"/") {
+            e.kind = Kind::Dir;
+        }
+        e.path = path;
+        // Links, devices and fifos never carry data (their size field is ignored, as in
+        // POSIX); a directory's declared size, if any, is skipped.
+        let data_size = match ty {
+            b'1' | b'2' | b'3' | b'4' | b'6' => 0,
+            _ => size,
+        };
+        e.size = if e.kind == Kind::File { size } else { 0 };
+        let mut data = (&mut r).take(data_size);
+        f(e, &mut data)?;
+        let rest = data.limit();
+        skip(&mut r, rest + padding(data_size)).map_err(ReadError::Io)?;
+        offset += data_size + padding(data_size);
+    }
+}
+
+/// Reads one block; `false` at a clean end of stream.
+fn read_block(r: &mut impl Read, buf: &mut [u8; BLOCK]) -> io::Result<bool> {
+    let mut n = 0;
+    while n < BLOCK {
+        match r.read(&mut buf[n..]) {
+            Ok(0) if n == 0 => return Ok(false),
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "truncated tar header",
+                ));
+            }
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+fn skip(r: &mut impl Read, n: u64) -> io::Result<()> {
+    let copied = io::copy(&mut r.take(n), &mut io::sink())?;
+    if copied < n {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "truncated tar entry",
+        ));
     }
     Ok(())
 }
 
-fn convert<R: Read>(te: &mut tar::Entry<'_, R>) -> Result<Option<Entry>, ReadError> {
-    let h = te.header();
-    let ty = h.entry_type();
-    let path: Name = te.path_bytes().into_owned();
-    let link = te
-        .link_name_bytes()
-        .map(|l| l.into_owned())
-        .unwrap_or_default();
-    let major = h.device_major().ok().flatten().unwrap_or(0);
-    let minor = h.device_minor().ok().flatten().unwrap_or(0);
-    let kind = match ty {
-        EntryType::Regular | EntryType::Continuous => Kind::File,
-        EntryType::Directory => Kind::Dir,
-        EntryType::Symlink => Kind::Symlink(link),
-        EntryType::Link => Kind::Link(link),
-        EntryType::Char => Kind::Char { major, minor },
-        EntryType::Block => Kind::Block { major, minor },
-        EntryType::Fifo => Kind::Fifo,
-        EntryType::XGlobalHeader => return Ok(None),
-        other => {
-            return Err(ReadError::Unsupported {
-                path: String::from_utf8_lossy(&path).into_owned(),
-                kind: other.as_byte(),
-            });
-        }
-    };
-    let mut e = Entry {
-        path,
-        size: if kind == Kind::File { te.size() } else { 0 },
-        kind,
-        mode: h.mode().unwrap_or(0o644) & 0o7777,
-        uid: h.uid().unwrap_or(0),
-        gid: h.gid().unwrap_or(0),
-        uname: h.username_bytes().map(<[u8]>::to_vec).unwrap_or_default(),
-        gname: h.groupname_bytes().map(<[u8]>::to_vec).unwrap_or_default(),
-        mtime: h.mtime().unwrap_or(0),
-        pax: Vec::new(),
-    };
-    if let Some(exts) = te.pax_extensions()? {
-        for ext in exts {
-            let ext = ext?;
-            let key = String::from_utf8_lossy(ext.key_bytes()).into_owned();
-            let value = ext.value_bytes();
-            let num = || {
-                std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.split('.').next()?.parse::<u64>().ok())
-            };
-            match key.as_str() {
-                // Applied by tar-rs already, or recomputed by every writer.
-                "path" | "linkpath" | "size" | "atime" | "ctime" => {}
-                "uid" => e.uid = num().unwrap_or(e.uid),
-                "gid" => e.gid = num().unwrap_or(e.gid),
-                "mtime" => e.mtime = num().unwrap_or(e.mtime),
-                "uname" => e.uname = value.to_vec(),
-                "gname" => e.gname = value.to_vec(),
-                _ => e.pax.push((key, value.to_vec())),
-            }
-        }
-        e.pax.sort();
+fn padding(size: u64) -> u64 {
+    (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64
+}
+
+fn trim_nul(b: &[u8]) -> &[u8] {
+    match b.iter().position(|c| *c == 0) {
+        Some(i) => &b[..i],
+        None => b,
     }
-    Ok(Some(e))
+}
+
+/// A numeric header field: octal text (space/NUL padded) or GNU base-256.
+fn number(field: &[u8]) -> Option<u64> {
+    if field.first().is_some_and(|b| b & 0x80 != 0) {
+        if field[0] & 0x40 != 0 {
+            return None; // negative
+        }
+        let mut v: u64 = u64::from(field[0] & 0x3f);
+        for b in &field[1..] {
+            v = v.checked_mul(256)?.checked_add(u64::from(*b))?;
+        }
+        return Some(v);
+    }
+    let text = field
+        .iter()
+        .copied()
+        .skip_while(|b| *b == b' ')
+        .take_while(|b| *b != 0 && *b != b' ');
+    let mut v: u64 = 0;
+    let mut any = false;
+    for b in text {
+        if !(b'0'..=b'7').contains(&b) {
+            return None;
+        }
+        v = v.checked_mul(8)?.checked_add(u64::from(b - b'0'))?;
+        any = true;
+    }
+    if any || field.iter().all(|b| *b == 0 || *b == b' ') {
+        Some(v)
+    } else {
+        None
+    }
+}
+
+fn check_sum(h: &[u8; BLOCK]) -> Result<(), &'static str> {
+    let want = number(&h[148..156]).ok_or("bad checksum field")?;
+    let unsigned: u64 = h
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                u64::from(b' ')
+            } else {
+                u64::from(*b)
+            }
+        })
+        .sum();
+    let signed: i64 = h
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                i64::from(b' ')
+            } else {
+                i64::from(*b as i8)
+            }
+        })
+        .sum();
+    if want == unsigned || i64::try_from(want).is_ok_and(|w| w == signed) {
+        Ok(())
+    } else {
+        Err("checksum mismatch")
+    }
+}
+
+/// PAX records `"<len> <key>=<value>\n"`, split by their length prefix (values may hold any
+/// byte, including newlines).
+fn pax_records(mut data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, &'static str> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        if data.iter().all(|b| *b == 0) {
+            break; // padding some writers leave
+        }
+        let sp = data.iter().position(|b| *b == b' ').ok_or("no length")?;
+        let len: usize = std::str::from_utf8(&data[..sp])
+            .ok()
+            .and_then(|l| l.parse().ok())
+            .ok_or("bad length")?;
+        if len <= sp + 1 || len > data.len() || data[len - 1] != b'\n' {
+            return Err("length does not match the record");
+        }
+        let record = &data[sp + 1..len - 1];
+        let eq = record.iter().position(|b| *b == b'=').ok_or("no `=`")?;
+        out.push((&record[..eq], &record[eq + 1..]));
+        data = &data[len..];
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -366,5 +595,89 @@ pub(crate) mod tests {
         let bytes = sink.finish().unwrap();
         let back = read_all(&bytes);
         assert_eq!(back, entries);
+    }
+
+    #[test]
+    fn pax_records_with_newlines_and_paths() {
+        let long = "p/".repeat(90) + "f";
+        let mut b = tar::Builder::new(Vec::new());
+        let cap: &[u8] = &[
+            1, 0, 0, 2, b'\n', 0, 0, 0, b'\n', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        b.append_pax_extensions([
+            ("SCHILY.xattr.security.capability", cap),
+            ("gid", b"5000000000".as_slice()),
+            ("mtime", b"1577836800.123456".as_slice()),
+            ("path", long.as_bytes()),
+            ("uid", b"4000000000".as_slice()),
+        ])
+        .unwrap();
+        let mut h = Header::new_ustar();
+        h.set_path("short").unwrap();
+        h.set_size(2);
+        h.set_mode(0o755);
+        h.set_entry_type(EntryType::Regular);
+        h.set_cksum();
+        b.append(&h, &b"ok"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let all = read_all(&tar);
+        assert_eq!(all.len(), 1);
+        let (e, data) = &all[0];
+        assert_eq!(e.path, long.as_bytes());
+        assert_eq!(
+            (e.uid, e.gid, e.mtime),
+            (4_000_000_000, 5_000_000_000, 1_577_836_800)
+        );
+        assert_eq!(
+            e.pax,
+            vec![("SCHILY.xattr.security.capability".to_string(), cap.to_vec())]
+        );
+        assert_eq!(data, b"ok");
+    }
+
+    #[test]
+    fn malformed_archives_are_errors_not_panics() {
+        let mut sink = TarSink::new(Vec::new());
+        append_bytes(&mut sink, &Entry::file("a", 0o644, 1, 3), b"abc").unwrap();
+        let good = sink.finish().unwrap();
+        // truncated data
+        let cut = &good[..512 + 2];
+        assert!(
+            for_each_entry::<_, ReadError, _>(cut, |_, r| {
+                io::copy(r, &mut io::sink())?;
+                Ok(())
+            })
+            .is_err()
+        );
+        // bad checksum
+        let mut bad = good.clone();
+        bad[0] = b'b';
+        assert!(matches!(
+            for_each_entry::<_, ReadError, _>(&bad[..], |_, _| Ok(())),
+            Err(ReadError::Header { .. })
+        ));
+        // garbage
+        for n in [1usize, 100, 511, 512, 513, 2000] {
+            let junk: Vec<u8> = (0..n).map(|i| (i * 7 + 3) as u8).collect();
+            let _ = for_each_entry::<_, ReadError, _>(&junk[..], |_, _| Ok(()));
+        }
+    }
+
+    #[test]
+    fn link_targets_are_written_byte_for_byte() {
+        let odd = ["//A", "a/", "./x/../y", &("t/".repeat(80) + "//end/")];
+        let mut sink = TarSink::new(Vec::new());
+        for (i, t) in odd.iter().enumerate() {
+            append_bytes(
+                &mut sink,
+                &Entry::symlink(format!("l{i}"), *t, 0o777, 1),
+                b"",
+            )
+            .unwrap();
+        }
+        let back = read_all(&sink.finish().unwrap());
+        for (i, t) in odd.iter().enumerate() {
+            assert_eq!(back[i].0.kind, Kind::Symlink(t.as_bytes().to_vec()));
+        }
     }
 }

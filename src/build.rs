@@ -29,8 +29,9 @@ use crate::engine::docker::DockerEngine;
 use crate::engine::{Engine, ExportReader, Exports, ImageInfo, ResolveOptions};
 use crate::output::{self, Format};
 use crate::plan::{self, KernelOp, Op, Plan};
+use crate::progress::Progress;
 use crate::rewrite::{self, Placement, Resolv};
-use crate::spec::reference::Reference;
+use crate::signals;
 use crate::spec::{self, FileEntry, FileKind, Id, MetadataFormat, Spec};
 
 /// LinuxKit's fixed time for generated entries: 2017-04-18T16:30:00Z.
@@ -49,7 +50,6 @@ pub fn fixed_mtime() -> anyhow::Result<u64> {
 
 /// Runs `imagesmith build`.
 pub fn run(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
-    let _ = quiet;
     let inputs = cli::inputs(&args.files);
     let loaded = spec::load(&inputs).map_err(|d| anyhow!("invalid configuration:\n{d}"))?;
     for w in &loaded.warnings {
@@ -87,14 +87,23 @@ pub fn run(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
         .thread_name("imagesmith-io")
         .build()
         .context("starting the async runtime")?;
-    let run_id = new_run_id();
-    let engine: Arc<dyn Engine> = Arc::new(rt.block_on(DockerEngine::connect(&run_id))?);
-    let exports = Exports::new(engine.clone(), rt.handle().clone());
-    install_signal_handler(&rt, exports.clone());
+    let platform = args
+        .platform
+        .as_deref()
+        .map(crate::engine::normalize_platform)
+        .transpose()?;
+    let progress = Progress::auto(quiet);
+    let docker = rt
+        .block_on(DockerEngine::connect_from_env())?
+        .with_progress(progress.clone());
+    rt.block_on(docker.remove_stale());
+    let engine: Arc<dyn Engine> = Arc::new(docker);
+    let exports = Exports::new(engine.clone(), rt.handle().clone()).with_progress(progress);
+    signals::install(&rt, exports.clone());
 
     let opts = ResolveOptions {
         always_pull: args.pull,
-        platform: args.platform.clone(),
+        platform,
     };
     let jobs = usize::from(args.jobs).max(1);
     let images = resolve_all(&rt, engine.as_ref(), &plan::images(&spec), &opts, jobs)?;
@@ -113,47 +122,18 @@ pub fn run(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn new_run_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{:x}-{:x}", std::process::id(), nanos)
-}
-
-fn install_signal_handler(rt: &tokio::runtime::Runtime, exports: Exports) {
-    use tokio::signal::unix::{SignalKind, signal};
-    rt.spawn(async move {
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            log::warn!("cannot install signal handlers");
-            return;
-        };
-        let code = tokio::select! {
-            _ = int.recv() => cli::EXIT_SIGINT,
-            _ = term.recv() => cli::EXIT_SIGTERM,
-        };
-        log::error!("interrupted: removing containers and temporary files");
-        output::remove_pending();
-        exports.remove_all().await;
-        output::remove_pending();
-        std::process::exit(i32::from(code));
-    });
-}
-
-/// Resolves every image, `jobs` at once; the first failure in spec order is reported.
+/// Resolves every image, `jobs` at once; the first failure in spec order is reported,
+/// naming what needs the image.
 pub fn resolve_all(
     rt: &tokio::runtime::Runtime,
     engine: &dyn Engine,
-    refs: &[Reference],
+    uses: &[plan::ImageUse],
     opts: &ResolveOptions,
     jobs: usize,
 ) -> anyhow::Result<HashMap<String, ImageInfo>> {
     let results: Vec<_> = rt.block_on(async {
-        futures_util::stream::iter(refs.iter().enumerate())
-            .map(|(i, r)| async move { (i, engine.resolve(r, opts).await) })
+        futures_util::stream::iter(uses.iter().enumerate())
+            .map(|(i, u)| async move { (i, engine.resolve(&u.reference, opts).await) })
             .buffer_unordered(jobs)
             .collect()
             .await
@@ -162,45 +142,24 @@ pub fn resolve_all(
     results.sort_by_key(|(i, _)| *i);
     let mut map = HashMap::new();
     for (i, res) in results {
-        let info = res?;
-        map.insert(refs[i].to_string(), info);
+        let info = res.with_context(|| format!("building {}", uses[i].what))?;
+        map.insert(uses[i].reference.to_string(), info);
     }
     Ok(map)
 }
 
-/// Resolves every `files` source (SPEC §2.2): `None` for entries without a source and for
-/// optional sources that are missing. A relative path is looked up in the working directory
-/// first (as LinuxKit does), then beside the YAML file that names it; `~/` is the home.
+/// Resolves every `files` source (SPEC §2.2, rules in `spec::resolve_source`): `None` for
+/// entries without a source and for optional sources that are missing.
 pub fn file_sources(spec: &Spec) -> anyhow::Result<Vec<Option<PathBuf>>> {
     spec.files
         .iter()
         .map(|f| {
-            let Some(src) = &f.source else {
+            if f.source.is_none() {
                 return Ok(None);
-            };
-            match source_path(src, Path::new(&*f.pos.file)) {
-                Some(p) => Ok(Some(p)),
-                None if f.optional => Ok(None),
-                None => Err(anyhow!(
-                    "{}: files entry `{}`: source `{src}` does not exist",
-                    f.pos,
-                    f.path
-                )),
             }
+            spec::resolve_source(f).map_err(|e| anyhow!("{}: files entry `{}`: {e}", f.pos, f.path))
         })
         .collect()
-}
-
-fn source_path(src: &str, yaml: &Path) -> Option<PathBuf> {
-    let p = match src.strip_prefix("~/") {
-        Some(rest) => PathBuf::from(std::env::var_os("HOME")?).join(rest),
-        None => PathBuf::from(src),
-    };
-    if p.is_absolute() || p.exists() {
-        return p.exists().then_some(p);
-    }
-    let beside = yaml.parent()?.join(&p);
-    beside.exists().then_some(beside)
 }
 
 /// What the executor needs besides the plan.
@@ -629,6 +588,7 @@ mod tests {
     use super::*;
     use crate::archive::TarSink;
     use crate::engine::fake::{Event, FakeEngine};
+    use crate::spec::reference::Reference;
     use crate::spec::{ImageRef, Pos};
 
     const T: u64 = DEFAULT_MTIME;
@@ -754,7 +714,7 @@ mod tests {
         spec.files = vec![motd, app, link];
         let images = plan::images(&spec)
             .iter()
-            .map(|r| (r.to_string(), ImageInfo::default()))
+            .map(|u| (u.reference.to_string(), ImageInfo::default()))
             .collect();
         let p = plan::plan(&spec, &images).unwrap();
         let (out, engine) = run_plan(engine, &spec, &p, 1);
@@ -817,7 +777,7 @@ mod tests {
         });
         let images = plan::images(&spec)
             .iter()
-            .map(|r| (r.to_string(), ImageInfo::default()))
+            .map(|u| (u.reference.to_string(), ImageInfo::default()))
             .collect();
         let p = plan::plan(&spec, &images).unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()

@@ -128,9 +128,13 @@ fn init_logging(quiet: bool, verbose: u8) {
         format!("warn,imagesmith={level}")
     };
     let env = env_logger::Env::default().default_filter_or(default);
+    // Through the progress module, so that log lines and progress bars share stderr.
     let _ = env_logger::Builder::from_env(env)
         .format_timestamp(None)
         .format_target(false)
+        .target(env_logger::Target::Pipe(Box::new(
+            crate::progress::LogWriter,
+        )))
         .try_init();
 }
 
@@ -146,6 +150,10 @@ pub fn main() -> ExitCode {
             command: PkgCommand::Build(args),
         } => crate::pkg::run(&args),
     };
+    if let Some(code) = crate::signals::wait_if_interrupted() {
+        // Ctrl-C / SIGTERM: the handler is removing containers and ends the process.
+        return ExitCode::from(code);
+    }
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -10,5 +10,7 @@ pub mod oci;
 pub mod output;
 pub mod pkg;
 pub mod plan;
+pub mod progress;
 pub mod rewrite;
+pub mod signals;
 pub mod spec;

@@ -11,7 +11,7 @@ use crate::oci;
 use crate::rewrite::Resolv;
 use crate::spec::merge::{self, ImageDefaults};
 use crate::spec::reference::Reference;
-use crate::spec::{self, ImageEntry, Spec};
+use crate::spec::{self, ImageEntry, Spec, Volume, validate};
 
 /// One step of writing the output, in output order.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,50 +67,69 @@ pub enum PlanError {
         image: String,
         diags: spec::Diagnostics,
     },
-    #[error("{what} (image `{image}`): {source}")]
+    #[error("{what} (image `{image}`)")]
     Merge {
         what: String,
         image: String,
         #[source]
         source: merge::MergeError,
     },
-    #[error("{what} (image `{image}`): {source}")]
+    #[error("{what} (image `{image}`)")]
     Oci {
         what: String,
         image: String,
         #[source]
         source: oci::OciError,
     },
+    #[error("{what} (image `{image}`): {message}")]
+    Volume {
+        what: String,
+        image: String,
+        message: String,
+    },
     #[error("image `{0}` was not resolved")]
     Unresolved(String),
 }
 
+/// An image the output needs, and what needs it first (for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageUse {
+    pub reference: Reference,
+    /// E.g. "service `sshd`", "the kernel".
+    pub what: String,
+}
+
 /// The distinct images of `spec`, in the order they first appear in the output.
-pub fn images(spec: &Spec) -> Vec<Reference> {
-    let mut out: Vec<Reference> = Vec::new();
-    let mut add = |r: &Reference| {
-        if !out.contains(r) {
-            out.push(r.clone());
+pub fn images(spec: &Spec) -> Vec<ImageUse> {
+    let mut out: Vec<ImageUse> = Vec::new();
+    let mut add = |r: &Reference, what: String| {
+        if !out.iter().any(|u| &u.reference == r) {
+            out.push(ImageUse {
+                reference: r.clone(),
+                what,
+            });
         }
     };
     if let Some(img) = spec.kernel.as_ref().and_then(|k| k.image.as_ref()) {
-        add(&img.reference);
+        add(&img.reference, "the kernel".into());
     }
-    for i in &spec.init {
-        add(&i.reference);
+    for (i, img) in spec.init.iter().enumerate() {
+        add(&img.reference, format!("init image {}", i + 1));
     }
     for v in &spec.volumes {
         if let Some(i) = &v.image {
-            add(&i.reference);
+            add(&i.reference, format!("volume `{}`", v.name));
         }
     }
-    for e in spec
-        .onboot
-        .iter()
-        .chain(&spec.onshutdown)
-        .chain(&spec.services)
-    {
-        add(&e.image.reference);
+    let sections = [
+        (Section::Onboot, &spec.onboot),
+        (Section::Onshutdown, &spec.onshutdown),
+        (Section::Services, &spec.services),
+    ];
+    for (section, entries) in sections {
+        for e in entries {
+            add(&e.image.reference, section.what(&e.name));
+        }
     }
     out
 }
@@ -221,6 +240,7 @@ pub fn plan(spec: &Spec, images: &HashMap<String, ImageInfo>) -> Result<Plan, Pl
         for (i, e) in entries.iter().enumerate() {
             bundle(
                 &mut ops,
+                &spec.volumes,
                 section,
                 i,
                 e,
@@ -237,8 +257,10 @@ pub fn plan(spec: &Spec, images: &HashMap<String, ImageInfo>) -> Result<Plan, Pl
     Ok(Plan { ops })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn bundle(
     ops: &mut Vec<Op>,
+    volumes: &[Volume],
     section: Section,
     index: usize,
     e: &ImageEntry,
@@ -265,6 +287,14 @@ fn bundle(
             source,
         }
     })?;
+    // The label may bind volumes too: check the merged binds (SPEC §2.4).
+    for b in resolved.config.binds.iter().flatten() {
+        validate::check_volume_bind(volumes, b).map_err(|message| PlanError::Volume {
+            what: what.clone(),
+            image: image.clone(),
+            message,
+        })?;
+    }
     let cfg = oci::bundle_config(&resolved, ids).map_err(|source| PlanError::Oci {
         what: what.clone(),
         image: image.clone(),

@@ -143,3 +143,108 @@ fn large_image_memory_stays_flat() {
     );
     assert!(img.containers().is_empty(), "containers left behind");
 }
+
+/// Ctrl-C during a build into an existing output file: exit 130, the old file untouched, no
+/// temporary file left beside it, no container left.
+#[test]
+fn sigint_keeps_the_previous_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    busybox_rootfs(&root);
+    let mut urandom = fs::File::open("/dev/urandom").unwrap();
+    let mut f = fs::File::create(root.join("blob")).unwrap();
+    std::io::copy(&mut (&mut urandom).take(150 << 20), &mut f).unwrap();
+    drop(f);
+    let img = TestImage::import(&root, "sigint", &["CMD [\"/bin/sh\"]"]);
+    fs::remove_dir_all(&root).unwrap();
+    let out_dir = dir.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("system.tar");
+    fs::write(&out, b"previous output").unwrap();
+    // The same image several times, exported for each: long enough to interrupt.
+    let yml = write_file(
+        dir.path(),
+        "s.yml",
+        &format!(
+            "init:\n  - {img}\nonboot:\n  - name: a\n    image: {img}\n",
+            img = img.name
+        ),
+    );
+    let mut child = imagesmith()
+        .arg("build")
+        .arg(&yml)
+        .arg("-o")
+        .arg(&out)
+        .arg("--jobs")
+        .arg("1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the build is writing its temporary file.
+    let start = std::time::Instant::now();
+    loop {
+        let tmp = fs::read_dir(&out_dir).unwrap().count() > 1;
+        if tmp && !img.containers().is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "the build never started writing"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before it could be interrupted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(fs::read(&out).unwrap(), b"previous output");
+    let left: Vec<_> = fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "temporary files left: {left:?}");
+    assert!(img.containers().is_empty(), "containers left behind");
+}
+
+/// The same spec built with `--jobs 1` and `--jobs 4` gives byte-identical output (SPEC §5).
+#[test]
+fn output_is_identical_whatever_jobs() {
+    let a = busybox_image("jobs-a", &[("a.txt", b"a")]);
+    let b = busybox_image("jobs-b", &[("b.txt", b"b")]);
+    let c = busybox_image("jobs-c", &[("c.txt", b"c")]);
+    let dir = tempfile::tempdir().unwrap();
+    let yml = write_file(
+        dir.path(),
+        "j.yml",
+        &format!(
+            "init:\n  - {a}\nonboot:\n  - name: b\n    image: {b}\n  - name: c\n    image: {c}\n    readonly: true\n\
+             services:\n  - name: a\n    image: {a}\n  - name: c2\n    image: {c}\n\
+             files:\n  - path: etc/motd\n    contents: hi\n",
+            a = a.name,
+            b = b.name,
+            c = c.name
+        ),
+    );
+    let mut outputs = Vec::new();
+    for jobs in ["1", "4"] {
+        let out = dir.path().join(format!("out-{jobs}.tar"));
+        let m = run_measured(
+            imagesmith()
+                .arg("build")
+                .arg(&yml)
+                .arg("-o")
+                .arg(&out)
+                .args(["--jobs", jobs]),
+        );
+        assert_eq!(m.status, 0, "build failed: {}", m.stderr);
+        outputs.push(fs::read(&out).unwrap());
+    }
+    assert!(outputs[0] == outputs[1], "--jobs changed the output");
+    for i in [&a, &b, &c] {
+        assert!(i.containers().is_empty(), "containers left behind");
+    }
+}

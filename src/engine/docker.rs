@@ -1,4 +1,7 @@
-//! The Docker Engine API implementation of [`Engine`], over `bollard`.
+//! The Docker Engine API implementation of [`Engine`], over `bollard`: resolving images
+//! (inspect, pull with the stored credentials and progress, inspect again, platform check),
+//! export containers labelled with their owner, and removing the containers a dead run left
+//! behind ([`DockerEngine::remove_stale`]).
 
 use std::collections::HashMap;
 
@@ -6,70 +9,112 @@ use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
-use super::{BoxFuture, ByteStream, Engine, EngineError, ImageInfo, ResolveOptions, byte_stream};
+use super::auth::{self, Credentials, Source};
+use super::connect::{self, Address, Env};
+use super::owner::{self, Owner, Proc, Verdict};
+use super::{
+    BoxFuture, ByteStream, Engine, EngineError, ImageInfo, ResolveOptions, byte_stream,
+    platform_matches, short,
+};
+use crate::progress::{Progress, PullEvent};
 use crate::spec::reference::Reference;
-
-/// Label keys put on every container imagesmith creates.
-pub const LABEL_TOOL: &str = "org.imagesmith";
-pub const LABEL_RUN: &str = "org.imagesmith.run";
-pub const LABEL_HOST: &str = "org.imagesmith.host";
-pub const LABEL_PID: &str = "org.imagesmith.pid";
 
 /// The Docker engine.
 pub struct DockerEngine {
     docker: Docker,
-    /// Where we connected, for messages.
-    host: String,
-    run_id: String,
+    address: Address,
+    owner: Owner,
+    credentials: Credentials,
+    progress: Progress,
 }
 
 impl DockerEngine {
-    /// Connects as the docker CLI does (`DOCKER_HOST`, default `/var/run/docker.sock`),
-    /// negotiates the API version and checks that the engine answers.
-    pub async fn connect(run_id: &str) -> Result<DockerEngine, EngineError> {
-        let host = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
-        let hint = "start a Docker engine (e.g. `dockerd`), or set DOCKER_HOST to where one listens (docker CLI contexts are not read)";
-        if let Some(path) = host.strip_prefix("unix://")
-            && !std::path::Path::new(path).exists()
-        {
-            return Err(EngineError::Connect(format!(
-                "no Docker engine at {host}: {path} does not exist; {hint}"
-            )));
-        }
-        let docker = Docker::connect_with_defaults().map_err(|e| {
-            EngineError::Connect(format!(
-                "cannot connect to the Docker engine at {host}: {e}; {hint}"
-            ))
-        })?;
-        let docker = docker.negotiate_version().await.map_err(|e| {
-            EngineError::Connect(format!(
-                "the Docker engine at {host} does not answer: {e}; {hint}"
-            ))
-        })?;
-        log::debug!(
-            "connected to {host}, API version {:?}",
-            docker.client_version()
-        );
+    /// Connects as the docker CLI does (`DOCKER_HOST`, `DOCKER_TLS_VERIFY`,
+    /// `DOCKER_CERT_PATH`; default `/var/run/docker.sock`), with the credentials of
+    /// `DOCKER_CONFIG` (default `~/.docker`).
+    pub async fn connect_from_env() -> Result<DockerEngine, EngineError> {
+        let address = Address::from_env(&Env::current())?;
+        DockerEngine::connect(&address, Credentials::from_env()).await
+    }
+
+    /// Connects to the engine at `address`; pulls use `credentials`.
+    pub async fn connect(
+        address: &Address,
+        credentials: Credentials,
+    ) -> Result<DockerEngine, EngineError> {
+        let docker = connect::connect(address).await?;
         Ok(DockerEngine {
             docker,
-            host,
-            run_id: run_id.to_string(),
+            address: address.clone(),
+            owner: Owner::current(),
+            credentials,
+            progress: Progress::quiet(),
         })
     }
 
-    pub fn host(&self) -> &str {
-        &self.host
+    /// Reports pull progress to `progress` (default: nothing).
+    pub fn with_progress(mut self, progress: Progress) -> DockerEngine {
+        self.progress = progress;
+        self
+    }
+
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// Who this process is, as its containers' labels say.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
     }
 
     pub fn docker(&self) -> &Docker {
         &self.docker
+    }
+
+    /// Removes the containers that imagesmith runs on this host left behind and whose
+    /// process is gone (SIGKILL, crash, reboot); never those of a live run or of another
+    /// host. Returns the ids removed. Failures are logged: they never stop a build.
+    pub async fn remove_stale(&self) -> Vec<String> {
+        let filters = HashMap::from([("label", vec![owner::LABEL_TOOL])]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = match self.docker.list_containers(Some(opts)).await {
+            Ok(l) => l,
+            Err(e) => {
+                log::warn!(
+                    "listing containers left by earlier runs failed: {}",
+                    message(&e)
+                );
+                return Vec::new();
+            }
+        };
+        let mut removed = Vec::new();
+        for c in list {
+            let (Some(id), Some(labels)) = (c.id, c.labels) else {
+                continue;
+            };
+            let Verdict::Stale(why) = owner::judge(&labels, &self.owner, &Proc) else {
+                continue;
+            };
+            match self.remove(&id).await {
+                Ok(()) => {
+                    log::info!(
+                        "removed container {} left by an earlier imagesmith run ({why})",
+                        short(&id)
+                    );
+                    removed.push(id);
+                }
+                Err(e) => log::warn!("{e}"),
+            }
+        }
+        removed
     }
 
     async fn inspect(&self, image: &str) -> Result<Option<ImageInfo>, EngineError> {
@@ -94,37 +139,115 @@ impl DockerEngine {
             }) => Ok(None),
             Err(e) => Err(EngineError::Image {
                 image: image.to_string(),
-                message: format!("inspect failed: {}", message(&e)),
+                message: format!("inspecting it failed: {}", message(&e)),
             }),
         }
     }
 
     async fn pull(&self, r: &Reference, opts: &ResolveOptions) -> Result<(), EngineError> {
         let image = r.to_string();
+        let found =
+            self.credentials
+                .get(&r.domain)
+                .await
+                .map_err(|cause| EngineError::Credentials {
+                    image: image.clone(),
+                    cause,
+                })?;
         let mut b = CreateImageOptionsBuilder::default()
             .from_image(&r.repository())
             .tag(r.tag_or_digest());
         if let Some(p) = &opts.platform {
             b = b.platform(p);
         }
-        log::info!("pulling {image}");
-        let mut stream = self.docker.create_image(Some(b.build()), None, None);
+        let mut progress = self.progress.pull(&image);
+        let mut stream = self
+            .docker
+            .create_image(Some(b.build()), None, found.credentials.clone());
         while let Some(item) = stream.next().await {
             match item {
                 Ok(info) => {
-                    if let Some(status) = info.status {
-                        log::debug!("{image}: {status}");
-                    }
-                }
-                Err(e) => {
-                    return Err(EngineError::Pull {
-                        image,
-                        message: message(&e),
+                    let detail = info.progress_detail.unwrap_or_default();
+                    progress.event(&PullEvent {
+                        id: info.id.as_deref(),
+                        status: info.status.as_deref().unwrap_or(""),
+                        current: detail.current,
+                        total: detail.total,
                     });
                 }
+                Err(e) => return Err(pull_error(&image, &e, r, &found.source, &self.credentials)),
             }
         }
+        progress.finish();
         Ok(())
+    }
+}
+
+/// Classifies a failed pull: missing image, refused credentials, or anything else, each
+/// naming the image and quoting the engine's (the registry's) words.
+fn pull_error(
+    image: &str,
+    e: &BollardError,
+    r: &Reference,
+    source: &Source,
+    credentials: &Credentials,
+) -> EngineError {
+    let msg = message(e);
+    let lower = msg.to_ascii_lowercase();
+    let denied = [
+        "unauthorized",
+        "authentication required",
+        "no basic auth credentials",
+        "denied",
+        "403 forbidden",
+    ]
+    .iter()
+    .any(|w| lower.contains(w));
+    if denied {
+        let registry = &r.domain;
+        let hint = match source {
+            Source::Anonymous => {
+                let file = credentials
+                    .config_file()
+                    .map(|f| format!(" in {}", f.display()))
+                    .unwrap_or_default();
+                format!(
+                    "; no credentials for registry `{registry}`{file} (log in with `docker login {}`, or set DOCKER_CONFIG)",
+                    auth::server_key(registry)
+                )
+            }
+            Source::Config(f) => format!(
+                "; the registry refused the credentials for `{registry}` from {}",
+                f.display()
+            ),
+            Source::Helper(h) => {
+                format!("; the registry refused the credentials for `{registry}` from `{h}`")
+            }
+        };
+        return EngineError::PullDenied {
+            image: image.to_string(),
+            message: msg,
+            hint,
+        };
+    }
+    let not_found = matches!(
+        e,
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    ) || lower.contains("manifest unknown")
+        || lower.contains("not found");
+    if not_found {
+        EngineError::NotFound {
+            image: image.to_string(),
+            message: msg,
+        }
+    } else {
+        EngineError::Pull {
+            image: image.to_string(),
+            message: msg,
+        }
     }
 }
 
@@ -133,16 +256,21 @@ pub(crate) fn message(e: &BollardError) -> String {
     match e {
         BollardError::DockerResponseServerError { message, .. } => message.trim().to_string(),
         BollardError::DockerStreamError { error } => error.trim().to_string(),
-        other => other.to_string(),
+        other => {
+            // Include the causes (hyper's "connection refused" is a few levels down).
+            let mut s = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(c) = src {
+                let t = c.to_string();
+                if !s.contains(&t) {
+                    s.push_str(": ");
+                    s.push_str(&t);
+                }
+                src = c.source();
+            }
+            s
+        }
     }
-}
-
-fn platform_matches(info: &ImageInfo, wanted: &str) -> bool {
-    let mut w = wanted.split('/');
-    let (os, arch, variant) = (w.next(), w.next(), w.next());
-    os.is_none_or(|o| o == info.os)
-        && arch.is_none_or(|a| a == info.architecture)
-        && variant.is_none_or(|v| info.variant.is_empty() || v == info.variant)
 }
 
 impl Engine for DockerEngine {
@@ -179,24 +307,19 @@ impl Engine for DockerEngine {
                     wanted: p.clone(),
                 });
             }
+            log::debug!("{image} is {}", info.id);
             Ok(info)
         })
     }
 
     fn create<'a>(&'a self, image: &'a ImageInfo) -> BoxFuture<'a, Result<String, EngineError>> {
         Box::pin(async move {
-            let labels = HashMap::from([
-                (LABEL_TOOL.to_string(), "1".to_string()),
-                (LABEL_RUN.to_string(), self.run_id.clone()),
-                (LABEL_HOST.to_string(), hostname()),
-                (LABEL_PID.to_string(), std::process::id().to_string()),
-            ]);
             let body = ContainerCreateBody {
                 image: Some(image.id.clone()),
                 // Never run; an image without a command still needs one to be created.
                 cmd: Some(vec!["/dev/null".to_string()]),
                 entrypoint: Some(Vec::new()),
-                labels: Some(labels),
+                labels: Some(self.owner.labels()),
                 network_disabled: Some(true),
                 ..Default::default()
             };
@@ -209,7 +332,11 @@ impl Engine for DockerEngine {
                     image: image.reference.clone(),
                     message: format!("creating a container failed: {}", message(&e)),
                 })?;
-            log::debug!("created container {} for {}", resp.id, image.reference);
+            log::debug!(
+                "created container {} for {}",
+                short(&resp.id),
+                image.reference
+            );
             Ok(resp.id)
         })
     }
@@ -225,25 +352,20 @@ impl Engine for DockerEngine {
                 .v(true)
                 .build();
             match self.docker.remove_container(container, Some(opts)).await {
-                Ok(())
-                | Err(BollardError::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => {
-                    log::debug!("removed container {container}");
+                Ok(()) => {
+                    log::debug!("removed container {}", short(container));
                     Ok(())
                 }
+                // Gone already, or being removed by someone else (another run's clean-up).
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404 | 409,
+                    ..
+                }) => Ok(()),
                 Err(e) => Err(EngineError::Container {
-                    container: container.to_string(),
-                    message: format!("remove failed: {}", message(&e)),
+                    container: short(container).to_string(),
+                    message: format!("removing it failed: {}", message(&e)),
                 }),
             }
         })
     }
-}
-
-/// This host's name, as labels record it.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
 }

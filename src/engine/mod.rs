@@ -6,16 +6,24 @@
 //!
 //! [`Exports`] wraps an engine with the guarantee that every container it creates is removed:
 //! when the export reader is dropped (success, error, panic unwinding), and by
-//! [`Exports::remove_all`] from the signal handler.
+//! [`Exports::remove_all`] from the signal handler. It also reports export progress and
+//! turns an engine that stops sending into an error.
+//!
+//! Submodules: [`connect`] (where the engine is), [`auth`] (registry credentials),
+//! [`owner`] (container labels, and which containers a dead run left behind).
 
+pub mod auth;
+pub mod connect;
 pub mod docker;
 pub mod fake;
+pub mod owner;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io::{self, Read};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -23,7 +31,14 @@ use futures_util::TryStreamExt;
 use tokio::runtime::Handle;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
+use crate::progress::{ExportProgress, Progress};
 use crate::spec::reference::Reference;
+
+/// An export that sends nothing for this long is an error (a wedged engine).
+pub const EXPORT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How much of an export's tail is read when the reader is dropped before its end (a tar
+/// reader stops at the end-of-archive block; the engine's stream has a little more).
+const DRAIN_LIMIT: usize = 64 * 1024;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -72,18 +87,76 @@ pub enum EngineError {
     Connect(String),
     #[error("image `{image}` not found: {message}")]
     NotFound { image: String, message: String },
+    #[error("image `{image}`: pull denied: {message}{hint}")]
+    PullDenied {
+        image: String,
+        /// The registry's answer, as the engine relays it.
+        message: String,
+        /// What credentials were used, and what to do (starts with `; `).
+        hint: String,
+    },
     #[error("image `{image}`: pull failed: {message}")]
     Pull { image: String, message: String },
-    #[error("image `{image}` is {actual}, not the requested platform {wanted}")]
+    #[error("image `{image}`: {cause}")]
+    Credentials {
+        image: String,
+        cause: auth::AuthError,
+    },
+    #[error(
+        "image `{image}` is {actual}, not the requested platform {wanted} (with --pull, the engine pulls it for {wanted})"
+    )]
     Platform {
         image: String,
         actual: String,
         wanted: String,
     },
+    #[error("invalid platform `{0}`: expected OS/ARCH[/VARIANT], e.g. linux/amd64")]
+    BadPlatform(String),
     #[error("image `{image}`: {message}")]
     Image { image: String, message: String },
     #[error("container `{container}`: {message}")]
     Container { container: String, message: String },
+}
+
+/// Checks and normalises a `--platform` value the way the engine reads it: lower case,
+/// `OS/ARCH[/VARIANT]`, with the usual architecture aliases (`x86_64` = `amd64`,
+/// `aarch64` = `arm64`).
+pub fn normalize_platform(p: &str) -> Result<String, EngineError> {
+    let lower = p.trim().to_ascii_lowercase();
+    let parts: Vec<&str> = lower.split('/').collect();
+    let ok_part = |s: &&str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+    };
+    if !(2..=3).contains(&parts.len()) || !parts.iter().all(ok_part) {
+        return Err(EngineError::BadPlatform(p.to_string()));
+    }
+    let mut out = vec![parts[0].to_string(), normalize_arch(parts[1]).to_string()];
+    if let Some(v) = parts.get(2) {
+        out.push((*v).to_string());
+    }
+    Ok(out.join("/"))
+}
+
+/// The engine's name for an architecture.
+pub fn normalize_arch(a: &str) -> &str {
+    match a {
+        "x86_64" | "x86-64" => "amd64",
+        "aarch64" => "arm64",
+        "i386" | "i686" => "386",
+        other => other,
+    }
+}
+
+/// Whether an image of `info` is of the (normalised) platform `wanted`. A variant is
+/// compared only when both sides have one.
+pub fn platform_matches(info: &ImageInfo, wanted: &str) -> bool {
+    let mut w = wanted.split('/');
+    let (os, arch, variant) = (w.next(), w.next(), w.next());
+    os.is_none_or(|o| o.eq_ignore_ascii_case(&info.os))
+        && arch.is_none_or(|a| a == normalize_arch(&info.architecture.to_ascii_lowercase()))
+        && variant.is_none_or(|v| info.variant.is_empty() || v.eq_ignore_ascii_case(&info.variant))
 }
 
 /// A container engine.
@@ -111,7 +184,9 @@ pub trait Engine: Send + Sync {
 pub struct Exports {
     engine: Arc<dyn Engine>,
     rt: Handle,
-    live: Arc<Mutex<BTreeSet<String>>>,
+    live: Arc<Mutex<Live>>,
+    progress: Progress,
+    idle_timeout: Duration,
 }
 
 impl Exports {
@@ -119,12 +194,31 @@ impl Exports {
         Exports {
             engine,
             rt,
-            live: Arc::new(Mutex::new(BTreeSet::new())),
+            live: Arc::new(Mutex::new(Live::default())),
+            progress: Progress::quiet(),
+            idle_timeout: EXPORT_IDLE_TIMEOUT,
         }
+    }
+
+    /// Reports export progress to `progress` (default: nothing).
+    pub fn with_progress(mut self, progress: Progress) -> Exports {
+        self.progress = progress;
+        self
+    }
+
+    /// Changes how long an export may send nothing before it is an error.
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Exports {
+        self.idle_timeout = idle;
+        self
     }
 
     pub fn engine(&self) -> &Arc<dyn Engine> {
         &self.engine
+    }
+
+    /// Containers created and not removed yet.
+    pub fn live(&self) -> Vec<String> {
+        lock(&self.live).ids.iter().cloned().collect()
     }
 
     /// Creates a container of `image` and opens its export as a blocking reader. Must be
@@ -133,56 +227,130 @@ impl Exports {
     pub fn open(&self, image: &ImageInfo) -> Result<ExportReader, EngineError> {
         let live = self.live.clone();
         let engine = self.engine.clone();
+        {
+            let mut l = lock(&live);
+            if l.closed {
+                return Err(EngineError::Container {
+                    container: String::new(),
+                    message: "interrupted".into(),
+                });
+            }
+            l.creating += 1;
+        }
         let id = self.rt.block_on(async move {
-            let id = engine.create(image).await?;
-            lock(&live).insert(id.clone());
+            let created = engine.create(image).await;
+            let closed = {
+                let mut l = lock(&live);
+                match (&created, l.closed) {
+                    (Ok(id), false) => {
+                        l.ids.insert(id.clone());
+                    }
+                    // Removed below before `creating` drops to 0.
+                    (Ok(_), true) => {}
+                    (Err(_), _) => l.creating -= 1,
+                }
+                l.closed
+            };
+            let id = created?;
+            if closed {
+                // Created while the signal handler clears up: remove it at once, and only
+                // then let the handler (which waits for `creating` to reach 0) exit.
+                let _ = engine.remove(&id).await;
+                lock(&live).creating -= 1;
+                return Err(EngineError::Container {
+                    container: short(&id).to_string(),
+                    message: "interrupted".into(),
+                });
+            }
+            lock(&live).creating -= 1;
             Ok::<_, EngineError>(id)
         })?;
-        let stream = self.engine.export(&id);
+        let stream = idle_timeout(self.engine.export(&id), self.idle_timeout);
         let reader = SyncIoBridge::new_with_handle(StreamReader::new(stream), self.rt.clone());
         Ok(ExportReader {
             inner: Some(reader),
             container: id,
+            image: image.reference.clone(),
+            progress: self.progress.export(&image.reference),
+            eof: false,
             exports: self.clone(),
         })
     }
 
-    /// Removes every container created and not yet removed (signal handler path).
+    /// Removes every container created and not yet removed, and makes every later
+    /// [`Exports::open`] remove its container at once and fail (signal handler path).
     pub async fn remove_all(&self) {
-        let ids: Vec<String> = std::mem::take(&mut *lock(&self.live)).into_iter().collect();
+        let ids: Vec<String> = {
+            let mut l = lock(&self.live);
+            l.closed = true;
+            std::mem::take(&mut l.ids).into_iter().collect()
+        };
         for id in ids {
             if let Err(e) = self.engine.remove(&id).await {
-                log::warn!("removing container {id}: {e}");
+                log::warn!("{e}");
             }
+        }
+        // Creations in flight remove their container themselves once they see `closed`;
+        // wait for them (the caller bounds the whole clean-up in time).
+        while lock(&self.live).creating > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     fn remove_blocking(&self, id: &str) {
-        if !lock(&self.live).remove(id) {
+        if !lock(&self.live).ids.remove(id) {
             return; // already removed (by the signal handler)
         }
         let engine = self.engine.clone();
         let id = id.to_string();
-        let res = match Handle::try_current() {
-            // Inside the runtime (should not happen): remove in the background.
-            Ok(_) => {
-                self.rt.spawn(async move {
-                    if let Err(e) = engine.remove(&id).await {
-                        log::warn!("removing container {id}: {e}");
-                    }
-                });
-                return;
-            }
-            Err(_) => self.rt.block_on(async { engine.remove(&id).await }),
-        };
-        if let Err(e) = res {
-            log::warn!("removing container: {e}");
+        if Handle::try_current().is_ok() {
+            // Inside the runtime (not how the executor uses it): remove in the background.
+            self.rt.spawn(async move {
+                if let Err(e) = engine.remove(&id).await {
+                    log::warn!("{e}");
+                }
+            });
+            return;
+        }
+        if let Err(e) = self.rt.block_on(async { engine.remove(&id).await }) {
+            log::warn!("{e}");
         }
     }
 }
 
+/// The containers to remove, and whether the signal handler has taken them.
+#[derive(Default)]
+struct Live {
+    ids: BTreeSet<String>,
+    closed: bool,
+    /// Container creations in flight: the signal handler waits for them, since a container
+    /// the engine creates after `remove_all` took the list would otherwise survive the exit.
+    creating: usize,
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `stream`, failing with `TimedOut` when the next chunk takes longer than `idle`.
+fn idle_timeout(stream: ByteStream, idle: Duration) -> ByteStream {
+    Box::pin(futures_util::stream::unfold(
+        Some(stream),
+        move |state| async move {
+            let mut s = state?;
+            match tokio::time::timeout(idle, futures_util::StreamExt::next(&mut s)).await {
+                Ok(Some(item)) => Some((item, Some(s))),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the engine sent nothing for {} s", idle.as_secs()),
+                    )),
+                    None,
+                )),
+            }
+        },
+    ))
 }
 
 type Bridge = SyncIoBridge<StreamReader<ByteStream, Bytes>>;
@@ -191,6 +359,9 @@ type Bridge = SyncIoBridge<StreamReader<ByteStream, Bytes>>;
 pub struct ExportReader {
     inner: Option<Bridge>,
     container: String,
+    image: String,
+    progress: ExportProgress,
+    eof: bool,
     exports: Exports,
 }
 
@@ -198,19 +369,86 @@ impl ExportReader {
     pub fn container(&self) -> &str {
         &self.container
     }
-}
 
-impl Read for ExportReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &mut self.inner {
-            Some(r) => r.read(buf),
-            None => Ok(0),
+    /// Reads what is left of the stream, up to [`DRAIN_LIMIT`]: a tar reader stops at the
+    /// end-of-archive block, before the stream's end. Reaching the end means the export
+    /// was whole.
+    fn drain_tail(&mut self) {
+        let Some(r) = &mut self.inner else {
+            return;
+        };
+        let mut buf = [0u8; 8192];
+        let mut left = DRAIN_LIMIT;
+        while left > 0 {
+            match r.read(&mut buf) {
+                Ok(0) => {
+                    self.eof = true;
+                    return;
+                }
+                Ok(n) => {
+                    self.progress.add(n);
+                    left = left.saturating_sub(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
         }
     }
 }
 
+impl Read for ExportReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(r) = &mut self.inner else {
+            return Ok(0);
+        };
+        match r.read(buf) {
+            Ok(0) if !buf.is_empty() => {
+                self.eof = true;
+                self.progress.finish();
+                Ok(0)
+            }
+            Ok(n) => {
+                self.progress.add(n);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "exporting container {} of image `{}`: {}",
+                    short(&self.container),
+                    self.image,
+                    engine_message(&e)
+                ),
+            )),
+        }
+    }
+}
+
+/// The engine's words inside an I/O error of the export stream.
+fn engine_message(e: &io::Error) -> String {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<bollard::errors::Error>())
+    {
+        Some(b) => docker::message(b),
+        None => e.to_string(),
+    }
+}
+
+/// The 12-character form of a container id, as the docker CLI shows it.
+pub fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
 impl Drop for ExportReader {
     fn drop(&mut self) {
+        if !self.eof && !std::thread::panicking() {
+            self.drain_tail();
+        }
+        if self.eof {
+            self.progress.finish();
+        }
         // Close the stream first so the engine is not blocked on a reader that is gone.
         self.inner = None;
         self.exports.remove_blocking(&self.container);

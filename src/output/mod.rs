@@ -79,7 +79,7 @@ pub enum OutputError {
         "`-o` is only for single-file formats; kernel+initrd writes <dir>/<name>-kernel, -initrd.img and -cmdline (use --dir and --name)"
     )]
     OutputWithMultiFile,
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: String,
         #[source]

@@ -4,6 +4,7 @@
 //! reading output tars.
 #![allow(dead_code)]
 
+pub mod engine;
 pub mod oci;
 
 use std::fs;
