@@ -73,7 +73,7 @@ pub fn run(args: &PkgBuildArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let engine = rt.block_on(DockerEngine::connect("pkg-build"))?;
+    let engine = rt.block_on(DockerEngine::connect_from_env())?;
     for (dir, tag) in jobs {
         let context = stage(dir, mtime).with_context(|| format!("package {}", dir.display()))?;
         let id = rt
