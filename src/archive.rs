@@ -517,9 +517,12 @@ fn check_sum(h: &[u8; BLOCK]) -> Result<(), &'static str> {
     }
 }
 
+/// One PAX record: key and value.
+type PaxRecord<'a> = (&'a [u8], &'a [u8]);
+
 /// PAX records `"<len> <key>=<value>\n"`, split by their length prefix (values may hold any
 /// byte, including newlines).
-fn pax_records(mut data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, &'static str> {
+fn pax_records(mut data: &[u8]) -> Result<Vec<PaxRecord<'_>>, &'static str> {
     let mut out = Vec::new();
     while !data.is_empty() {
         if data.iter().all(|b| *b == 0) {

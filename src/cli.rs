@@ -32,6 +32,28 @@ pub enum Command {
     Build(BuildArgs),
     /// Check YAML files without building (no engine needed).
     Validate(ValidateArgs),
+    /// Packages: directories with a Dockerfile (see pkg/README.md).
+    Pkg {
+        #[command(subcommand)]
+        command: PkgCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PkgCommand {
+    /// Build package directories into local images (`imagesmith/<dir name>:dev` by default)
+    /// through the engine; prints `<tag> <image id>` for each.
+    Build(PkgBuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PkgBuildArgs {
+    /// Package directories (each with a Dockerfile and optionally a `prepare` script).
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Tag of the image (one directory only); default `imagesmith/<dir name>:dev`.
+    #[arg(short, long)]
+    pub tag: Option<String>,
 }
 
 pub use crate::output::Format;
@@ -124,6 +146,9 @@ pub fn main() -> ExitCode {
         Command::Build(args) if args.dry_run => dry_run(&args),
         Command::Build(args) => crate::build::run(&args, cli.quiet),
         Command::Validate(args) => validate(&args),
+        Command::Pkg {
+            command: PkgCommand::Build(args),
+        } => crate::pkg::run(&args),
     };
     if let Some(code) = crate::signals::wait_if_interrupted() {
         // Ctrl-C / SIGTERM: the handler is removing containers and ends the process.

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod engine;
 pub mod oci;
 pub mod output;
+pub mod pkg;
 pub mod plan;
 pub mod progress;
 pub mod rewrite;

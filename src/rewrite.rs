@@ -508,7 +508,7 @@ mod tests {
             ) -> (String, u8, u32, u64, u64, u64, String, Vec<u8>, Option<Vec<u8>>, u32, u32) {
                 let mut path = dirs.join("/");
                 if !path.is_empty() { path.push('/'); }
-                path.push_str("x");
+                path.push('x');
                 path.push_str(&leaf);
                 (path, k, mode, uid, gid, mtime, target, data, xattr, major, minor)
             }

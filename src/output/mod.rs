@@ -13,7 +13,14 @@ use std::sync::Mutex;
 
 use clap::ValueEnum;
 
-use crate::archive::{Entry, Kind, Sink, TarSink};
+use crate::archive::Sink;
+
+pub mod cpio;
+pub mod kernel;
+pub mod tar;
+
+pub use kernel::{KernelInitrdOutput, TarKernelInitrdOutput, kernel_initrd_paths};
+pub use tar::{DOCKERFILE, DockerOutput, TarGzOutput, TarOutput};
 
 /// Output formats (SPEC §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -262,92 +269,26 @@ impl Write for FileOut {
     }
 }
 
-/// `tar`: the entries as a tar stream.
-pub struct TarOutput {
-    sink: TarSink<FileOut>,
-}
-
-impl Sink for TarOutput {
-    fn append(&mut self, entry: &Entry, data: &mut dyn io::Read) -> io::Result<()> {
-        self.sink.append(entry, data)
-    }
-}
-
-impl Output for TarOutput {
-    fn finish(self: Box<Self>) -> io::Result<()> {
-        self.sink.finish()?.commit()
-    }
-}
-
-/// `tar.gz`: the tar stream gzip-compressed (zlib-rs, level 6, reproducible header).
-pub struct TarGzOutput {
-    sink: TarSink<flate2::write::GzEncoder<FileOut>>,
-}
-
-impl Sink for TarGzOutput {
-    fn append(&mut self, entry: &Entry, data: &mut dyn io::Read) -> io::Result<()> {
-        self.sink.append(entry, data)
-    }
-}
-
-impl Output for TarGzOutput {
-    fn finish(self: Box<Self>) -> io::Result<()> {
-        self.sink.finish()?.finish()?.commit()
-    }
-}
-
-/// The root `Dockerfile` of the `docker` format, as LinuxKit writes it.
-pub const DOCKERFILE: &str = "FROM scratch\nCOPY . ./\nENTRYPOINT [\"/bin/rc.init\"]\n";
-
-/// `docker`: the tar with a root `Dockerfile` at the end, ready for `docker build`.
-pub struct DockerOutput {
-    sink: TarSink<FileOut>,
-    mtime: u64,
-}
-
-impl Sink for DockerOutput {
-    fn append(&mut self, entry: &Entry, data: &mut dyn io::Read) -> io::Result<()> {
-        self.sink.append(entry, data)
-    }
-}
-
-impl Output for DockerOutput {
-    fn finish(mut self: Box<Self>) -> io::Result<()> {
-        let e = Entry::new(
-            "Dockerfile",
-            Kind::File,
-            0o644,
-            self.mtime,
-            DOCKERFILE.len() as u64,
-        );
-        crate::archive::append_bytes(&mut self.sink, &e, DOCKERFILE.as_bytes())?;
-        self.sink.finish()?.commit()
-    }
-}
-
-/// Opens the output for `target`. `mtime` is the fixed time of generated entries.
+/// Opens the output for `target`. `mtime` is the fixed time of generated entries (and of
+/// the members the formats add: the docker `Dockerfile`, the `tar-kernel-initrd` members).
 pub fn open(target: &Target, mtime: u64) -> Result<Box<dyn Output>, OutputError> {
     let out = || FileOut::open(&target.destination);
     Ok(match target.format {
-        Format::Tar => Box::new(TarOutput {
-            sink: TarSink::new(out()?),
-        }),
-        Format::TarGz => Box::new(TarGzOutput {
-            sink: TarSink::new(flate2::write::GzEncoder::new(
-                out()?,
-                flate2::Compression::new(6),
-            )),
-        }),
-        Format::Docker => Box::new(DockerOutput {
-            sink: TarSink::new(out()?),
-            mtime,
-        }),
-        Format::KernelInitrd | Format::TarKernelInitrd => {
-            return Err(OutputError::Io {
-                path: format!("{:?}", target.destination),
-                source: io::Error::other("format not available yet"),
-            });
-        }
+        Format::Tar => Box::new(TarOutput::new(out()?)),
+        Format::TarGz => Box::new(TarGzOutput::new(out()?)),
+        Format::Docker => Box::new(DockerOutput::new(out()?, mtime)),
+        Format::TarKernelInitrd => Box::new(TarKernelInitrdOutput::new(out()?, mtime)),
+        Format::KernelInitrd => match &target.destination {
+            Destination::Files { dir, name } => {
+                Box::new(KernelInitrdOutput::create(dir, name).map_err(|source| {
+                    OutputError::Io {
+                        path: dir.display().to_string(),
+                        source,
+                    }
+                })?)
+            }
+            _ => return Err(OutputError::OutputWithMultiFile),
+        },
     })
 }
 
