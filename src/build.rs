@@ -474,35 +474,6 @@ fn kernel(w: &mut Writer<'_>, k: &KernelOp, src: Box<dyn Read>, mtime: u64) -> a
     Ok(())
 }
 
-/// Parses an octal mode string.
-fn octal(mode: &str) -> anyhow::Result<u32> {
-    let m = mode.trim();
-    let digits = m.strip_prefix("0o").unwrap_or(m);
-    u32::from_str_radix(digits, 8)
-        .ok()
-        .filter(|v| *v <= 0o7777)
-        .ok_or_else(|| anyhow!("`{mode}` is not an octal mode"))
-}
-
-/// A uid/gid of a files entry.
-fn numeric_id(
-    id: Option<&Id>,
-    ids: &std::collections::BTreeMap<String, u32>,
-) -> anyhow::Result<u64> {
-    match id {
-        None => Ok(0),
-        Some(Id::Num(n)) => Ok(*n),
-        Some(Id::Name(s)) if s == "root" || s.is_empty() => Ok(0),
-        Some(Id::Name(s)) => match s.parse::<u64>() {
-            Ok(n) => Ok(n),
-            Err(_) => ids
-                .get(s)
-                .map(|n| u64::from(*n))
-                .ok_or_else(|| anyhow!("`{s}` is not a container of this file")),
-        },
-    }
-}
-
 /// Writes one `files` entry (SPEC §2.2), with the parents the output does not have yet.
 fn user_file(
     w: &mut Writer<'_>,
@@ -524,12 +495,13 @@ fn user_file(
     }
     let dir = kind == FileKind::Directory;
     let mode = match &f.mode {
-        Some(m) => octal(m)?,
+        Some(m) => spec::rules::parse_mode(m).map_err(|e| anyhow!(e))?,
         None if dir => 0o700,
         None => 0o600,
     };
-    let uid = numeric_id(f.uid.as_ref(), ids)?;
-    let gid = numeric_id(f.gid.as_ref(), ids)?;
+    let id = |id: Option<&Id>| id.map_or(Ok(0), |id| spec::rules::resolve_id(id, ids));
+    let uid = u64::from(id(f.uid.as_ref())?);
+    let gid = u64::from(id(f.gid.as_ref())?);
     let mtime = cx.mtime;
     let mut parent_mode = mode & 0o777;
     for shift in [6, 3, 0] {

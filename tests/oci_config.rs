@@ -14,6 +14,7 @@ use imagesmith::oci::{
 };
 use imagesmith::spec::merge::{Resolved, resolve};
 use imagesmith::spec::model::{Device, Id, ImageConfig, Runtime};
+use imagesmith::spec::rules::IdError;
 
 fn resolved(config: ImageConfig) -> Resolved {
     resolve(&entry("x", "golden/base:1", config), None, &base_image()).expect("resolve")
@@ -97,26 +98,42 @@ fn ids_by_number_string_root_and_name() {
     assert_eq!(numeric_id("uid", &Id::Num(4294967295), &ids), Ok(u32::MAX));
     assert_eq!(numeric_id("uid", &Id::Name("42".into()), &ids), Ok(42));
     assert_eq!(numeric_id("uid", &Id::Name("root".into()), &ids), Ok(0));
-    assert_eq!(numeric_id("uid", &Id::Name(String::new()), &ids), Ok(0));
+    // "" is `root` to LinuxKit, but not a value SPEC §2.1 allows (the parser refuses it).
+    assert_eq!(
+        numeric_id("uid", &Id::Name(String::new()), &ids),
+        Err(OciError::Id {
+            field: "uid",
+            error: IdError::Empty
+        })
+    );
     assert_eq!(numeric_id("gid", &Id::Name("b".into()), &ids), Ok(101));
     assert!(matches!(
         numeric_id("uid", &Id::Num(4294967296), &ids),
-        Err(OciError::IdOutOfRange { field: "uid", .. })
+        Err(OciError::Id {
+            field: "uid",
+            error: IdError::TooLarge(_)
+        })
     ));
     assert!(matches!(
         numeric_id("uid", &Id::Name("4294967296".into()), &ids),
-        Err(OciError::IdOutOfRange { .. })
+        Err(OciError::Id {
+            error: IdError::TooLarge(_),
+            ..
+        })
     ));
     assert_eq!(
         numeric_id("additionalGids", &Id::Name("nobody".into()), &ids),
-        Err(OciError::UnknownId {
+        Err(OciError::Id {
             field: "additionalGids",
-            name: "nobody".into()
+            error: IdError::Unknown("nobody".into())
         })
     );
     assert!(matches!(
         numeric_id("uid", &Id::Name("+5".into()), &ids),
-        Err(OciError::UnknownId { .. })
+        Err(OciError::Id {
+            error: IdError::Unknown(_),
+            ..
+        })
     ));
     let spec = ok(ImageConfig {
         uid: Some(Id::Name("a".into())),
@@ -174,6 +191,8 @@ fn binds() {
         "../etc:/x",
         "Data:/x",
         "",
+        "/a:/b:",
+        "/a:/b:ro,,x",
     ] {
         assert!(
             matches!(parse_bind(bad), Err(OciError::Bind { ref bind, .. }) if bind == bad),
@@ -182,7 +201,7 @@ fn binds() {
     }
     assert_eq!(
         parse_bind("/only").unwrap_err().to_string(),
-        "bind `/only`: missing `:` (expected `source:destination[:option,...]`)"
+        "bind `/only` has no `:`; expected `source:destination[:options]`"
     );
 }
 
@@ -197,6 +216,7 @@ fn tmpfs_entries() {
     assert!(parse_tmpfs("/x").unwrap().options.is_empty());
     assert!(matches!(parse_tmpfs("/a:b:c"), Err(OciError::Tmpfs { .. })));
     assert!(matches!(parse_tmpfs(":rw"), Err(OciError::Tmpfs { .. })));
+    assert!(matches!(parse_tmpfs("/run:"), Err(OciError::Tmpfs { .. })));
 }
 
 #[test]
@@ -229,11 +249,11 @@ fn mounts_are_completed() {
         complete_mount(&m("/x", "", "/host"))
             .unwrap_err()
             .to_string(),
-        "mount on `/x`: the type is missing and cannot be told from the source"
+        "mount for destination `/x` has no type, and none can be derived from its source"
     );
     assert_eq!(
         complete_mount(&m("", "tmpfs", "")).unwrap_err().to_string(),
-        "mount of type `tmpfs`: the destination is missing"
+        "mount of type `tmpfs` has no destination"
     );
 }
 
@@ -299,7 +319,7 @@ fn capability_errors() {
             ..ImageConfig::default()
         })
         .to_string(),
-        "`ambient`: `all` must be the only entry of a capability list"
+        "`ambient`: `all` must be the only item of the list, not mixed with capability names"
     );
 }
 
@@ -359,39 +379,59 @@ fn device_errors() {
     for (d, want) in [
         (
             device("/dev/null", "c", Some("rw")),
-            "device `/dev/null`: mode `rw` is not an octal permission mode (0 … 0777)",
+            "device `/dev/null`: mode `rw` is not an octal number such as \"0644\"",
         ),
         (
             device("/dev/null", "c", Some("0888")),
-            "device `/dev/null`: mode `0888` is not an octal permission mode (0 … 0777)",
+            "device `/dev/null`: mode `0888` is not an octal number such as \"0644\"",
         ),
         (
             device("/dev/null", "c", Some("01777")),
-            "device `/dev/null`: mode `01777` is not an octal permission mode (0 … 0777)",
+            "device `/dev/null`: mode `01777` is larger than 0777 (a device mode holds permission bits only)",
         ),
         (
             device("/dev/null", "c", Some("")),
-            "device `/dev/null`: mode `` is not an octal permission mode (0 … 0777)",
+            "device `/dev/null`: mode `` is not an octal number such as \"0644\"",
         ),
         (
             device("/dev/null", "c", None),
-            "device `/dev/null`: `mode` is missing (an octal string such as \"0666\")",
+            "device `/dev/null`: a device needs `mode` (an octal string such as \"0666\")",
         ),
         (
             device("/dev/null", "x", Some("0666")),
-            "device `/dev/null`: type `x` is not `c`, `b`, `u` or `p`",
+            "device `/dev/null`: device type `x` is not `b`, `c`, `u` or `p`",
         ),
         (
             device("all", "p", None),
-            "device `all`: type `p` is not `a`, `b` or `c` (for every device of a type)",
+            "device `all`: device type `p` is not `a`, `b` or `c` (for `path: all`)",
         ),
         (
             device("", "c", Some("0666")),
-            "device ``: the path is empty",
+            "device ``: device path `` is neither `all` nor an absolute path",
+        ),
+        (
+            device("dev/null", "c", Some("0666")),
+            "device `dev/null`: device path `dev/null` is neither `all` nor an absolute path",
+        ),
+        (
+            device("all", "", None),
+            "device `all`: device type `` is not `a`, `b` or `c` (for `path: all`)",
+        ),
+        (
+            device("all", "b", None),
+            "device `all`: `path: all` allows every device of the type; `major`/`minor` would be ignored",
         ),
     ] {
         assert_eq!(err(d).to_string(), want);
     }
+    let mut negative = device("/dev/null", "c", Some("0666"));
+    if let Some(d) = negative.devices.as_mut().and_then(|d| d.first_mut()) {
+        d.major = -1;
+    }
+    assert_eq!(
+        err(negative).to_string(),
+        "device `/dev/null`: `major` may not be negative"
+    );
 }
 
 #[test]
@@ -430,19 +470,22 @@ fn rlimits() {
     );
     assert_eq!(parse_rlimit("rlimit_core,0,0").unwrap().kind, "RLIMIT_CORE");
     for (bad, want) in [
-        ("nofile,1", "rlimit `nofile,1`: expected `name,soft,hard`"),
-        ("fly,1,2", "rlimit `fly,1,2`: unknown limit `fly`"),
+        ("nofile,1", "rlimit `nofile,1` is not `name,soft,hard`"),
+        (
+            "fly,1,2",
+            "unknown rlimit `fly` (known: cpu, fsize, data, stack, core, rss, nproc, nofile, memlock, as, locks, sigpending, msgqueue, nice, rtprio, rttime)",
+        ),
         (
             "nofile,x,2",
-            "rlimit `nofile,x,2`: `x` is neither a number nor `unlimited`",
+            "rlimit `nofile,x,2`: `x` is not a number or `unlimited`",
         ),
         (
             "nofile,-1,2",
-            "rlimit `nofile,-1,2`: `-1` is neither a number nor `unlimited`",
+            "rlimit `nofile,-1,2`: `-1` is not a number or `unlimited`",
         ),
         (
             "nofile,1,2,3",
-            "rlimit `nofile,1,2,3`: `2,3` is neither a number nor `unlimited`",
+            "rlimit `nofile,1,2,3`: `2,3` is not a number or `unlimited`",
         ),
         (
             "nofile,99999999999999999999,1",

@@ -250,6 +250,43 @@ fn labels_are_read_with_the_same_rules() {
     }
 }
 
+/// The parser applies the rules `config.json` generation applies (`spec::rules`), so what
+/// `build` would refuse is refused when the file or label is read.
+#[test]
+fn values_build_would_refuse_are_refused_when_read() {
+    for (label, want) in [
+        (
+            r#"{"devices": [{"path": "/dev/null", "type": "c", "major": 1, "minor": 3}]}"#,
+            "`devices[0]`: a device needs `mode` (an octal string such as \"0666\")",
+        ),
+        (
+            r#"{"devices": [{"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "mode": "01777"}]}"#,
+            "`devices[0].mode`: mode `01777` is larger than 0777 (a device mode holds permission bits only)",
+        ),
+        (
+            r#"{"devices": [{"path": "all"}]}"#,
+            "`devices[0].type`: device type `` is not `a`, `b` or `c` (for `path: all`)",
+        ),
+        (
+            r#"{"binds": ["Data:/data"]}"#,
+            "`binds[0]`: bind `Data:/data`: the source is neither an absolute path nor a volume name ([a-z0-9_-]+)",
+        ),
+        (
+            r#"{"tmpfs": ["/run:"]}"#,
+            "`tmpfs[0]`: empty mount option in ``",
+        ),
+        (r#"{"uid": ""}"#, "`uid`: the id is an empty string"),
+        (
+            r#"{"capabilities": [" CAP_CHOWN"]}"#,
+            "`capabilities[0]`: unknown capability ` CAP_CHOWN`",
+        ),
+    ] {
+        let d = spec::parse_label("img:1", label).unwrap_err();
+        assert_eq!(d.0.len(), 1, "{label}: {d}");
+        assert_eq!(d.0[0].message, want, "{label}");
+    }
+}
+
 #[test]
 fn unreadable_files_are_errors() {
     let d = spec::load(&[Input::Path(root().join("tests/no-such-file.yml"))]).unwrap_err();

@@ -1,8 +1,10 @@
 //! Linux capabilities: the table of the 41 known ones in kernel order, name normalisation
-//! (`cap_x`, `x`, `CAP_X` → `CAP_X`), and the `all`/`none` keywords of SPEC §2.1.
+//! (`cap_x`, `x`, `CAP_X` → `CAP_X`), and the `all`/`none` keywords of SPEC §2.1 — the one
+//! implementation of the capability rules.
 //!
-//! Used by the label merge (`.add` forms compare normalised names), by `config.json`
-//! generation and by the YAML parser's validation.
+//! Used by the YAML parser's validation ([`check`]: every bad item with its index), by the
+//! label merge (`.add` forms compare normalised names) and by `config.json` generation
+//! ([`expand`]). Names are taken as written, without trimming (as LinuxKit does).
 
 use std::collections::BTreeSet;
 
@@ -57,14 +59,14 @@ pub const ALL: [&str; 41] = [
 pub enum CapError {
     #[error("unknown capability `{0}`")]
     Unknown(String),
-    #[error("`{0}` must be the only entry of a capability list")]
+    #[error("`{0}` must be the only item of the list, not mixed with capability names")]
     KeywordMixed(String),
 }
 
 /// The canonical spelling of a capability name written in any case, with or without the
 /// `CAP_` prefix; `None` when it is not a known capability.
 pub fn normalize(name: &str) -> Option<&'static str> {
-    let upper = name.trim().to_ascii_uppercase();
+    let upper = name.to_ascii_uppercase();
     let full = if upper.starts_with("CAP_") {
         upper
     } else {
@@ -79,7 +81,7 @@ fn key(name: &str) -> String {
     match normalize(name) {
         Some(c) => c.to_string(),
         None => {
-            let upper = name.trim().to_ascii_uppercase();
+            let upper = name.to_ascii_uppercase();
             if upper.starts_with("CAP_") || is_keyword(&upper) {
                 upper
             } else {
@@ -93,33 +95,48 @@ fn is_keyword(upper: &str) -> bool {
     upper == "ALL" || upper == "NONE"
 }
 
-fn lone_keyword(list: &[String]) -> Option<String> {
+/// `all` or `none` (lower-cased) when the list is that keyword alone.
+fn lone_keyword<S: AsRef<str>>(list: &[S]) -> Option<String> {
     match list {
         [one] => {
-            let k = one.trim().to_ascii_lowercase();
+            let k = one.as_ref().to_ascii_lowercase();
             (k == "all" || k == "none").then_some(k)
         }
         _ => None,
     }
 }
 
-/// Expands a capability list as written into canonical names: a lone `all` is [`ALL`], a
-/// lone `none` is empty, anything else is normalised name by name (order and repeats kept).
-pub fn expand(list: &[String]) -> Result<Vec<&'static str>, CapError> {
-    match lone_keyword(list).as_deref() {
-        Some("all") => return Ok(ALL.to_vec()),
-        Some("none") => return Ok(Vec::new()),
-        _ => {}
+/// One name of a list that is not a lone keyword: a known capability, never `all`/`none`.
+fn item(name: &str) -> Result<&'static str, CapError> {
+    if is_keyword(&name.to_ascii_uppercase()) {
+        Err(CapError::KeywordMixed(name.to_string()))
+    } else {
+        normalize(name).ok_or_else(|| CapError::Unknown(name.to_string()))
+    }
+}
+
+/// Checks a capability list as written (`capabilities`, `capabilities.add`, `ambient`):
+/// known names, or a lone `all` / `none`. Returns the index and the problem of every bad
+/// item.
+pub fn check<S: AsRef<str>>(list: &[S]) -> Vec<(usize, CapError)> {
+    if lone_keyword(list).is_some() {
+        return Vec::new();
     }
     list.iter()
-        .map(|name| {
-            if is_keyword(&name.trim().to_ascii_uppercase()) {
-                Err(CapError::KeywordMixed(name.clone()))
-            } else {
-                normalize(name).ok_or_else(|| CapError::Unknown(name.clone()))
-            }
-        })
+        .enumerate()
+        .filter_map(|(i, name)| item(name.as_ref()).err().map(|e| (i, e)))
         .collect()
+}
+
+/// Expands a capability list as written into canonical names: a lone `all` is [`ALL`], a
+/// lone `none` is empty, anything else is normalised name by name (order and repeats kept);
+/// the error is the first bad item of [`check`].
+pub fn expand(list: &[String]) -> Result<Vec<&'static str>, CapError> {
+    match lone_keyword(list).as_deref() {
+        Some("all") => Ok(ALL.to_vec()),
+        Some(_) => Ok(Vec::new()),
+        None => list.iter().map(|name| item(name)).collect(),
+    }
 }
 
 /// `base` followed by the names of `add` it does not have yet (compared after
@@ -197,6 +214,33 @@ mod tests {
             expand(&strings(&["CAP_NOPE"])),
             Err(CapError::Unknown("CAP_NOPE".into()))
         );
+    }
+
+    #[test]
+    fn check_reports_every_bad_item() {
+        assert!(check(&["CAP_CHOWN", "sys_admin", "Cap_Net_Raw"]).is_empty());
+        assert!(check(&["all"]).is_empty());
+        assert!(check(&["NONE"]).is_empty());
+        assert!(check::<&str>(&[]).is_empty());
+        let bad = check(&["all", "CAP_CHOWN"]);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].0, 0);
+        let bad = check(&["CAP_CHOWN", "CAP_FLY"]);
+        assert_eq!(bad, vec![(1, CapError::Unknown("CAP_FLY".into()))]);
+        assert_eq!(
+            bad[0].1.to_string(),
+            "unknown capability `CAP_FLY`".to_string()
+        );
+        assert_eq!(
+            check(&[" CAP_CHOWN", "none", "x"]),
+            vec![
+                (0, CapError::Unknown(" CAP_CHOWN".into())),
+                (1, CapError::KeywordMixed("none".into())),
+                (2, CapError::Unknown("x".into()))
+            ]
+        );
+        assert_eq!(normalize("bpf"), Some("CAP_BPF"));
+        assert_eq!(ALL[40], "CAP_CHECKPOINT_RESTORE");
     }
 
     #[test]

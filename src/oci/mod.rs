@@ -1,27 +1,30 @@
 //! `config.json` and `runtime.json` of a bundle (SPEC §4.3, §4.4), from a resolved entry.
 //! Encoded as Go's `encoding/json` does ([`gojson`]) so the bytes equal LinuxKit's.
 //!
-//! This module owns the translation of every entry field into the OCI runtime spec and the
-//! checks of the merged values that only show up here: a label is merged after the parser
-//! ran, so capability names, binds, mounts, devices, rlimits and uid/gid names are checked
-//! again, and every value the OCI schema constrains (device type and mode, propagation,
-//! hugepage sizes, 32-bit ids) is rejected with an [`OciError`] rather than written out.
+//! This module owns the translation of every entry field into the OCI runtime spec. A label
+//! is merged after the parser ran, so capability names, binds, tmpfs, mounts, devices,
+//! rlimits, `oomScoreAdj` and uid/gid names are checked again here, by the same rules the
+//! parser applies ([`crate::spec::rules`], [`caps`]), their messages wrapped in an
+//! [`OciError`]. What the OCI schema constrains beyond them (propagation, hugepage sizes) is
+//! checked here only; nothing schema-invalid is written out.
 //!
 //! Decisions where LinuxKit's `ConfigToOCI` differs or the SPEC is silent:
 //! - no cgroup namespace (the golden files have none); `linux.resources` always present;
 //! - an empty namespace value (`net: ""`) means the default, like an absent one;
 //! - device `mode` is required (as in LinuxKit) and must be permission bits (≤ `0777`, the
 //!   OCI schema's limit); a device type is `c`, `b`, `u` or `p`, and `a`, `b` or `c` for
-//!   `path: all`;
+//!   `path: all` ([`rules::check_device`]);
 //! - `rootfsPropagation` must be one of the schema's four values (runc's `r…` variants are
 //!   refused rather than written into a schema-invalid file);
 //! - hugepage sizes written as a number of bytes (LinuxKit's old schema) become `2MB`-style;
 //! - `oomScoreAdj` outside -1000 … 1000 and an rlimit whose soft limit exceeds its hard
 //!   limit are errors (the kernel would refuse them at boot);
 //! - `mounts` entries keep their `uidMappings`/`gidMappings` (LinuxKit drops them);
-//! - a bind source that is neither absolute nor a volume name (`[a-z0-9_-]+`) is an error.
-//!   Whether the volume exists, and whether a read-only volume is bound `ro`, is the
-//!   caller's check ([`parse_bind`], [`Bind::volume`], [`Bind::is_readonly`]).
+//! - a uid/gid `""` is an error (LinuxKit reads it as `root`; SPEC §2.1 does not allow it);
+//! - a bind source that is neither absolute nor a volume name (`[a-z0-9_-]+`) is an error,
+//!   and so is an empty mount option in a bind or tmpfs. Whether the volume exists, and
+//!   whether a read-only volume is bound `ro`, is the caller's check ([`parse_bind`],
+//!   [`Bind::volume`], [`Bind::is_readonly`]).
 
 pub mod caps;
 pub mod gojson;
@@ -38,6 +41,9 @@ use crate::oci::types::{
 };
 use crate::spec::merge::Resolved;
 use crate::spec::model::{self, Id, Interface, Runtime};
+use crate::spec::rules::{self, IdError};
+
+pub use crate::spec::rules::Bind;
 
 /// The runtime-spec version written to `ociVersion`.
 pub const OCI_VERSION: &str = "1.2.1";
@@ -78,20 +84,22 @@ pub enum OciError {
         field: &'static str,
         error: CapError,
     },
-    #[error("bind `{bind}`: {reason}")]
-    Bind { bind: String, reason: String },
-    #[error("tmpfs `{tmpfs}`: {reason}")]
-    Tmpfs { tmpfs: String, reason: String },
-    #[error("mount {mount}: {reason}")]
-    Mount { mount: String, reason: String },
-    #[error("device `{path}`: {reason}")]
-    Device { path: String, reason: String },
-    #[error("rlimit `{rlimit}`: {reason}")]
-    Rlimit { rlimit: String, reason: String },
-    #[error("`{field}`: `{name}` is not a number, `root`, or the name of a container of this file")]
-    UnknownId { field: &'static str, name: String },
-    #[error("`{field}`: {value} is out of range (0 … 4294967295)")]
-    IdOutOfRange { field: &'static str, value: String },
+    /// `message` (from [`rules::parse_bind`]) names the bind.
+    #[error("{message}")]
+    Bind { bind: String, message: String },
+    /// `message` (from [`rules::parse_tmpfs`]) names the entry.
+    #[error("{message}")]
+    Tmpfs { tmpfs: String, message: String },
+    /// From [`rules::complete_mount`].
+    #[error("{0}")]
+    Mount(String),
+    #[error("device `{path}`: {message}")]
+    Device { path: String, message: String },
+    /// `message` (from [`rules::parse_rlimit`]) names the entry or the limit.
+    #[error("{message}")]
+    Rlimit { rlimit: String, message: String },
+    #[error("`{field}`: {error}")]
+    Id { field: &'static str, error: IdError },
     #[error("`rootfsPropagation`: `{0}` is not one of `private`, `shared`, `slave`, `unbindable`")]
     RootfsPropagation(String),
     #[error(
@@ -145,10 +153,8 @@ pub fn config_spec(r: &Resolved, ids: &BTreeMap<String, u32>) -> Result<Spec, Oc
     {
         return Err(OciError::RootfsPropagation(rootfs_propagation));
     }
-    if let Some(adj) = c.oom_score_adj
-        && !(-1000..=1000).contains(&adj)
-    {
-        return Err(OciError::OomScoreAdj(adj));
+    if let Some(adj) = c.oom_score_adj {
+        rules::check_oom_score_adj(adj).map_err(|_| OciError::OomScoreAdj(adj))?;
     }
 
     Ok(Spec {
@@ -349,186 +355,66 @@ fn mounts(r: &Resolved) -> Result<Vec<Mount>, OciError> {
     Ok(all.into_values().collect())
 }
 
-/// A `tmpfs` entry `dst[:opt,..]`.
+/// A `tmpfs` entry `dst[:opt,..]` ([`rules::parse_tmpfs`]) as a mount.
 pub fn parse_tmpfs(s: &str) -> Result<Mount, OciError> {
-    let err = |reason: &str| OciError::Tmpfs {
+    let (dest, options) = rules::parse_tmpfs(s).map_err(|message| OciError::Tmpfs {
         tmpfs: s.to_string(),
-        reason: reason.to_string(),
-    };
-    let parts: Vec<&str> = s.split(':').collect();
-    let (dest, options) = match parts.as_slice() {
-        [dest] => (*dest, Vec::new()),
-        [dest, opts] => (*dest, opts.split(',').map(String::from).collect()),
-        _ => return Err(err("too many `:` (expected `destination[:option,...]`)")),
-    };
-    if dest.is_empty() {
-        return Err(err("the destination is empty"));
-    }
-    Ok(mount(dest, "tmpfs", "tmpfs", options))
+        message,
+    })?;
+    Ok(mount(
+        dest,
+        "tmpfs",
+        "tmpfs",
+        options.map(|o| strings(&o)).unwrap_or_default(),
+    ))
 }
 
-/// A parsed `binds` entry `src:dst[:opt,..]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bind {
-    /// As written: an absolute host path, or a volume name.
-    pub source: String,
-    pub destination: String,
-    /// `None` when none were written (then `rw,rbind,rshared`).
-    pub options: Option<Vec<String>>,
-}
-
-impl Bind {
-    /// The volume this bind mounts, when its source does not start with `/`.
-    pub fn volume(&self) -> Option<&str> {
-        (!self.source.starts_with('/')).then_some(self.source.as_str())
-    }
-
-    /// Whether the bind is mounted read-only (an `ro` option).
-    pub fn is_readonly(&self) -> bool {
-        self.options
-            .as_deref()
-            .is_some_and(|o| o.iter().any(|x| x == "ro"))
-    }
-
+/// The OCI translation of a bind ([`rules::Bind`], parsed by [`parse_bind`]).
+impl Bind<'_> {
     /// The OCI mount: a volume source becomes `/containers/volumes/<name>/merged`; options
     /// default to `rw,rbind,rshared`, given options are used as listed plus `rbind`.
     pub fn to_mount(&self) -> Mount {
         let source = match self.volume() {
             Some(v) => format!("{VOLUMES_DIR}/{v}/merged"),
-            None => self.source.clone(),
+            None => self.source.to_string(),
         };
         let options = match &self.options {
-            Some(o) => o.iter().cloned().chain(["rbind".to_string()]).collect(),
+            Some(o) => o.iter().chain(&["rbind"]).map(|s| s.to_string()).collect(),
             None => strings(&["rw", "rbind", "rshared"]),
         };
-        mount(&self.destination, "bind", &source, options)
+        mount(self.destination, "bind", &source, options)
     }
 }
 
-/// Parses a `binds` entry. One part or more than three is an error, so is an empty source
-/// or destination, or a volume name outside `[a-z0-9_-]+`.
-pub fn parse_bind(s: &str) -> Result<Bind, OciError> {
-    let err = |reason: &str| OciError::Bind {
+/// Parses a `binds` entry ([`rules::parse_bind`]).
+pub fn parse_bind(s: &str) -> Result<Bind<'_>, OciError> {
+    rules::parse_bind(s).map_err(|message| OciError::Bind {
         bind: s.to_string(),
-        reason: reason.to_string(),
-    };
-    let parts: Vec<&str> = s.split(':').collect();
-    let (source, destination, options) = match parts.as_slice() {
-        [_] => {
-            return Err(err(
-                "missing `:` (expected `source:destination[:option,...]`)",
-            ));
-        }
-        [src, dst] => (*src, *dst, None),
-        [src, dst, opts] => (
-            *src,
-            *dst,
-            Some(opts.split(',').map(String::from).collect()),
-        ),
-        _ => {
-            return Err(err(
-                "too many `:` (expected `source:destination[:option,...]`)",
-            ));
-        }
-    };
-    if source.is_empty() {
-        return Err(err("the source is empty"));
-    }
-    if destination.is_empty() {
-        return Err(err("the destination is empty"));
-    }
-    if !source.starts_with('/')
-        && !source
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-    {
-        return Err(err(
-            "the source is neither an absolute path nor a volume name ([a-z0-9_-]+)",
-        ));
-    }
-    Ok(Bind {
-        source: source.to_string(),
-        destination: destination.to_string(),
-        options,
+        message,
     })
 }
 
-/// Completes a `mounts` entry: an empty type is taken from a known source (`proc`, `sysfs`,
-/// `devpts`, `mqueue`, `cgroup`) or is `tmpfs` on `/dev`; an empty source is the type; an
-/// empty destination is the type's usual place.
+/// Completes a `mounts` entry ([`rules::complete_mount`]).
 pub fn complete_mount(m: &Mount) -> Result<Mount, OciError> {
-    let describe = || {
-        if m.destination.is_empty() {
-            format!("of type `{}`", m.kind)
-        } else {
-            format!("on `{}`", m.destination)
-        }
-    };
-    let mut kind = m.kind.clone();
-    if kind.is_empty()
-        && ["mqueue", "devpts", "proc", "sysfs", "cgroup"].contains(&m.source.as_str())
-    {
-        kind = m.source.clone();
-    }
-    if kind.is_empty() && m.destination == "/dev" {
-        kind = "tmpfs".to_string();
-    }
-    if kind.is_empty() {
-        return Err(OciError::Mount {
-            mount: describe(),
-            reason: "the type is missing and cannot be told from the source".to_string(),
-        });
-    }
-    let source = if m.source.is_empty() {
-        kind.clone()
-    } else {
-        m.source.clone()
-    };
-    let destination = if m.destination.is_empty() {
-        match kind.as_str() {
-            "proc" => "/proc",
-            "devpts" => "/dev/pts",
-            "sysfs" => "/sys",
-            "cgroup" => "/sys/fs/cgroup",
-            "mqueue" => "/dev/mqueue",
-            _ => {
-                return Err(OciError::Mount {
-                    mount: describe(),
-                    reason: "the destination is missing".to_string(),
-                });
-            }
-        }
-        .to_string()
-    } else {
-        m.destination.clone()
-    };
-    Ok(Mount {
-        destination,
-        kind,
-        source,
-        options: m.options.clone(),
-        uid_mappings: m.uid_mappings.clone(),
-        gid_mappings: m.gid_mappings.clone(),
-    })
+    rules::complete_mount(m).map_err(OciError::Mount)
 }
 
 /// `linux.devices` and the device cgroup rules that let the container use them.
 fn devices(list: &[model::Device]) -> Result<(Vec<Device>, Vec<DeviceCgroup>), OciError> {
     let mut devices = Vec::new();
-    let mut rules = Vec::new();
+    let mut cgroup_rules = Vec::new();
     for d in list {
-        let err = |reason: String| OciError::Device {
+        let err = |message: String| OciError::Device {
             path: d.path.clone(),
-            reason,
+            message,
         };
+        let mode = d.mode.as_deref();
+        let problems = rules::check_device(&d.path, &d.kind, Some(d.major), Some(d.minor), mode);
+        if let Some((_, message)) = problems.into_iter().next() {
+            return Err(err(message));
+        }
         if d.path == "all" {
-            if !["a", "b", "c"].contains(&d.kind.as_str()) {
-                return Err(err(format!(
-                    "type `{}` is not `a`, `b` or `c` (for every device of a type)",
-                    d.kind
-                )));
-            }
-            rules.push(DeviceCgroup {
+            cgroup_rules.push(DeviceCgroup {
                 allow: true,
                 kind: d.kind.clone(),
                 major: None,
@@ -537,35 +423,17 @@ fn devices(list: &[model::Device]) -> Result<(Vec<Device>, Vec<DeviceCgroup>), O
             });
             continue;
         }
-        if d.path.is_empty() {
-            return Err(err("the path is empty".to_string()));
-        }
-        if !["c", "b", "u", "p"].contains(&d.kind.as_str()) {
-            return Err(err(format!(
-                "type `{}` is not `c`, `b`, `u` or `p`",
-                d.kind
-            )));
-        }
-        let mode = match d.mode.as_deref() {
-            None => {
-                return Err(err(
-                    "`mode` is missing (an octal string such as \"0666\")".into()
-                ));
-            }
-            Some(m) => parse_mode(m).ok_or_else(|| {
-                err(format!(
-                    "mode `{m}` is not an octal permission mode (0 … 0777)"
-                ))
-            })?,
-        };
         devices.push(Device {
             path: d.path.clone(),
             kind: d.kind.clone(),
             major: d.major,
             minor: d.minor,
-            file_mode: Some(mode),
+            file_mode: mode
+                .map(rules::parse_device_mode)
+                .transpose()
+                .map_err(err)?,
         });
-        rules.push(DeviceCgroup {
+        cgroup_rules.push(DeviceCgroup {
             allow: true,
             kind: d.kind.clone(),
             major: Some(d.major),
@@ -573,15 +441,7 @@ fn devices(list: &[model::Device]) -> Result<(Vec<Device>, Vec<DeviceCgroup>), O
             access: "rwm".to_string(),
         });
     }
-    Ok((devices, rules))
-}
-
-/// An octal permission mode (`0666`, `666`, `0`), at most `0777`.
-fn parse_mode(s: &str) -> Option<u32> {
-    if s.is_empty() || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return None;
-    }
-    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o777)
+    Ok((devices, cgroup_rules))
 }
 
 /// Checks what the OCI schema constrains in `resources` and brings hugepage sizes written
@@ -616,61 +476,17 @@ fn hugepage_size(s: &str) -> Option<String> {
     }
 }
 
-/// The 16 standard resource limits.
-const RLIMITS: [&str; 16] = [
-    "RLIMIT_CPU",
-    "RLIMIT_FSIZE",
-    "RLIMIT_DATA",
-    "RLIMIT_STACK",
-    "RLIMIT_CORE",
-    "RLIMIT_RSS",
-    "RLIMIT_NPROC",
-    "RLIMIT_NOFILE",
-    "RLIMIT_MEMLOCK",
-    "RLIMIT_AS",
-    "RLIMIT_LOCKS",
-    "RLIMIT_SIGPENDING",
-    "RLIMIT_MSGQUEUE",
-    "RLIMIT_NICE",
-    "RLIMIT_RTPRIO",
-    "RLIMIT_RTTIME",
-];
-
-/// An `rlimits` entry `name,soft,hard`: name in any case with or without `RLIMIT_`, limits
-/// as numbers or `unlimited` (2^64-1). A soft limit above the hard one is an error.
+/// An `rlimits` entry `name,soft,hard` ([`rules::parse_rlimit`]).
 pub fn parse_rlimit(s: &str) -> Result<Rlimit, OciError> {
-    let err = |reason: String| OciError::Rlimit {
+    let r = rules::parse_rlimit(s).map_err(|message| OciError::Rlimit {
         rlimit: s.to_string(),
-        reason,
-    };
-    let parts: Vec<&str> = s.splitn(3, ',').map(str::trim).collect();
-    let [name, soft, hard] = parts.as_slice() else {
-        return Err(err("expected `name,soft,hard`".to_string()));
-    };
-    let upper = name.to_ascii_uppercase();
-    let kind = if upper.starts_with("RLIMIT_") {
-        upper
-    } else {
-        format!("RLIMIT_{upper}")
-    };
-    if !RLIMITS.contains(&kind.as_str()) {
-        return Err(err(format!("unknown limit `{name}`")));
-    }
-    let value = |v: &str| -> Result<u64, OciError> {
-        if v.eq_ignore_ascii_case("unlimited") {
-            Ok(u64::MAX)
-        } else if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-            v.parse()
-                .map_err(|_| err(format!("`{v}` is larger than 18446744073709551615")))
-        } else {
-            Err(err(format!("`{v}` is neither a number nor `unlimited`")))
-        }
-    };
-    let (soft, hard) = (value(soft)?, value(hard)?);
-    if soft > hard {
-        return Err(err("the soft limit is above the hard limit".to_string()));
-    }
-    Ok(Rlimit { kind, hard, soft })
+        message,
+    })?;
+    Ok(Rlimit {
+        kind: r.kind.to_string(),
+        hard: r.hard,
+        soft: r.soft,
+    })
 }
 
 fn optional_id(
@@ -681,25 +497,14 @@ fn optional_id(
     id.map_or(Ok(0), |id| numeric_id(field, id, ids))
 }
 
-/// A uid/gid as a number: a number or numeric string (0 … 2^32-1), `root` or "" (0), or
-/// the name of a container (`ids`).
+/// A uid/gid as a number ([`rules::resolve_id`]): a number or numeric string
+/// (0 … 2^32-1), `root` (0), or the name of a container (`ids`).
 pub fn numeric_id(
     field: &'static str,
     id: &Id,
     ids: &BTreeMap<String, u32>,
 ) -> Result<u32, OciError> {
-    let out_of_range = |value: String| OciError::IdOutOfRange { field, value };
-    match id {
-        Id::Num(n) => u32::try_from(*n).map_err(|_| out_of_range(n.to_string())),
-        Id::Name(s) if s.is_empty() || s == "root" => Ok(0),
-        Id::Name(s) if s.bytes().all(|b| b.is_ascii_digit()) => {
-            s.parse().map_err(|_| out_of_range(s.clone()))
-        }
-        Id::Name(s) => ids.get(s).copied().ok_or_else(|| OciError::UnknownId {
-            field,
-            name: s.clone(),
-        }),
-    }
+    rules::resolve_id(id, ids).map_err(|error| OciError::Id { field, error })
 }
 
 /// `/a/b` from `a/b`, `/a/b/` or `/a/b`.

@@ -8,14 +8,16 @@
 //! [`to_json`] (the merged document), [`resolve_source`] (a `files` source on the host).
 //!
 //! Modules: [`yaml`] (text → position-keeping tree), `schema` (structure, types, conversion
-//! to the model), [`validate`] (the semantic rules), `load` (files, multi-file merge,
-//! reporting), [`source`], `emit`, [`reference`], [`model`], [`merge`].
+//! to the model), [`rules`] (the value rules, shared with `config.json` generation and
+//! `build`), [`validate`] (the checks across values and files), `load` (files, multi-file
+//! merge, reporting), [`source`], `emit`, [`reference`](mod@reference), [`model`], [`merge`].
 
 mod emit;
 mod load;
 pub mod merge;
 pub mod model;
 pub mod reference;
+pub mod rules;
 mod schema;
 pub mod source;
 pub mod validate;

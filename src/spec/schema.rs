@@ -2,7 +2,8 @@
 //! spelling of `resources` and the additions of SPEC §2): a pass over the position-keeping
 //! tree of [`super::yaml`] that reports unknown keys, duplicate keys and wrong types, converts
 //! what is well-formed into the typed model, and applies the per-value rules of
-//! [`super::validate`] on the way, every problem with the line and column of its value.
+//! [`super::rules`] and [`crate::oci::caps`] on the way, every problem with the line and
+//! column of its value.
 //!
 //! Nothing stops at the first problem: a field that is wrong is reported and left out, and
 //! the pass goes on, so that every problem of a file is found in one run.
@@ -18,6 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::oci::caps;
 use crate::oci::types::{
     BlockIo, Cpu, DeviceCgroup, HugepageLimit, IdMapping, InterfacePriority, Memory, Mount,
     Network, Pids, Rdma, Resources, ThrottleDevice, WeightDevice,
@@ -28,7 +30,7 @@ use crate::spec::model::{
     Runtime, Trust, Volume,
 };
 use crate::spec::reference::Reference;
-use crate::spec::validate;
+use crate::spec::rules;
 use crate::spec::yaml::{Node, ScalarKind, Value};
 
 /// Where a value is, for messages: `services[2].capabilities[0]`.
@@ -545,7 +547,7 @@ impl Cx {
                 return None;
             }
         };
-        match validate::check_id(&id) {
+        match rules::check_id(&id) {
             Ok(()) => Some(id),
             Err(e) => {
                 self.error(n, p, e);
@@ -713,7 +715,7 @@ fn entry(cx: &mut Cx, n: &Node, p: &P<'_>) -> DraftEntry {
         Some(v) => {
             let np = p.key("name");
             if let Some(name) = cx.string(v, &np) {
-                if let Err(e) = validate::check_name(&name) {
+                if let Err(e) = rules::check_name(&name) {
                     cx.error(v, &np, e);
                 }
                 d.name = Some((name, cx.pos(v)));
@@ -748,7 +750,7 @@ fn config(
         mounts: cx.opt(f, p, "mounts", ok, |cx, n, p| {
             cx.list_of(n, p, |cx, item, ip| {
                 let m = mount(cx, item, ip)?;
-                match validate::complete_mount(&m) {
+                match rules::complete_mount(&m) {
                     Ok(_) => Some(m),
                     Err(e) => {
                         cx.error(item, ip, e);
@@ -759,14 +761,14 @@ fn config(
         }),
         devices: cx.opt(f, p, "devices", ok, |cx, n, p| cx.list_of(n, p, device)),
         tmpfs: cx.opt(f, p, "tmpfs", ok, |cx, n, p| {
-            cx.strings_with(n, p, |s| validate::parse_tmpfs(s).map(|_| ()))
+            cx.strings_with(n, p, |s| rules::parse_tmpfs(s).map(|_| ()))
         }),
         command: cx.opt(f, p, "command", ok, Cx::strings),
         env: cx.opt(f, p, "env", ok, |cx, n, p| {
-            cx.strings_with(n, p, validate::check_env)
+            cx.strings_with(n, p, rules::check_env)
         }),
         cwd: cx.opt(f, p, "cwd", ok, |cx, n, p| {
-            checked_string(cx, n, p, validate::check_cwd)
+            checked_string(cx, n, p, rules::check_cwd)
         }),
         hostname: cx.opt(f, p, "hostname", ok, Cx::string),
         readonly: cx.opt(f, p, "readonly", ok, Cx::bool),
@@ -775,7 +777,7 @@ fn config(
         no_new_privileges: cx.opt(f, p, "noNewPrivileges", ok, Cx::bool),
         oom_score_adj: cx.opt(f, p, "oomScoreAdj", ok, |cx, n, p| {
             let v = cx.i64(n, p)?;
-            match validate::check_oom_score_adj(v) {
+            match rules::check_oom_score_adj(v) {
                 Ok(()) => Some(v),
                 Err(e) => {
                     cx.error(n, p, e);
@@ -784,13 +786,13 @@ fn config(
             }
         }),
         rootfs_propagation: cx.opt(f, p, "rootfsPropagation", ok, |cx, n, p| {
-            checked_string(cx, n, p, validate::check_propagation)
+            checked_string(cx, n, p, rules::check_propagation)
         }),
         cgroups_path: cx.opt(f, p, "cgroupsPath", ok, Cx::string),
         resources: cx.opt(f, p, "resources", ok, resources),
         sysctl: cx.opt(f, p, "sysctl", ok, Cx::string_map),
         rlimits: cx.opt(f, p, "rlimits", ok, |cx, n, p| {
-            cx.strings_with(n, p, |s| validate::parse_rlimit(s).map(|_| ()))
+            cx.strings_with(n, p, |s| rules::parse_rlimit(s).map(|_| ()))
         }),
         uid_mappings: cx.opt(f, p, "uidMappings", ok, |cx, n, p| {
             cx.list_of(n, p, id_mapping)
@@ -804,7 +806,7 @@ fn config(
     };
     for key in ["net", "pid", "ipc", "uts", "userns"] {
         let v = cx.opt(f, p, key, ok, |cx, n, p| {
-            checked_string(cx, n, p, |s| validate::check_namespace(key, s))
+            checked_string(cx, n, p, |s| rules::check_namespace(key, s))
         });
         match key {
             "net" => c.net = v,
@@ -818,7 +820,7 @@ fn config(
         let v = cx.opt(f, p, key, ok, |cx, n, p| {
             cx.list_of(n, p, |cx, item, ip| {
                 let s = cx.string(item, ip)?;
-                if let Err(e) = validate::parse_bind(&s) {
+                if let Err(e) = rules::parse_bind(&s) {
                     cx.error(item, ip, e);
                     return None;
                 }
@@ -872,14 +874,14 @@ fn checked_string(
 
 fn capabilities(cx: &mut Cx, n: &Node, p: &P<'_>) -> Option<Vec<String>> {
     let items = cx.list(n, p)?;
-    let caps = cx.strings(n, p)?;
-    let bad = validate::check_capabilities(&caps);
-    for (i, msg) in &bad {
+    let names = cx.strings(n, p)?;
+    let bad = caps::check(&names);
+    for (i, e) in &bad {
         if let Some(item) = items.get(*i) {
-            cx.error(item, &p.at(*i), msg);
+            cx.error(item, &p.at(*i), e);
         }
     }
-    bad.is_empty().then_some(caps)
+    bad.is_empty().then_some(names)
 }
 
 fn mount(cx: &mut Cx, n: &Node, p: &P<'_>) -> Option<Mount> {
@@ -945,14 +947,16 @@ fn device(cx: &mut Cx, n: &Node, p: &P<'_>) -> Option<Device> {
         return None;
     };
     let kind = kind.or_else(|| f.get("type").is_none().then(String::new))?;
-    // A number that failed to convert was reported already; count it as present here.
+    // A value that failed to convert was reported already; count it as present (and valid)
+    // here.
     let present = |v: Option<i64>, key: &str| v.or_else(|| f.get(key).map(|_| 0));
-    let bad = validate::check_device(
+    let mode_or_bad = mode.as_deref().or_else(|| f.get("mode").map(|_| "0"));
+    let bad = rules::check_device(
         &path,
         &kind,
         present(major, "major"),
         present(minor, "minor"),
-        mode.as_deref(),
+        mode_or_bad,
     );
     for (key, msg) in &bad {
         let at = f.get(key).unwrap_or(f.node);
@@ -1057,14 +1061,14 @@ fn device_cgroup(cx: &mut Cx, n: &Node, p: &P<'_>) -> Option<DeviceCgroup> {
             .unwrap_or_default(),
         kind: cx
             .opt(&f, p, "type", &mut ok, |cx, n, p| {
-                checked_string(cx, n, p, |s| validate::check_device_rule(s, ""))
+                checked_string(cx, n, p, |s| rules::check_device_rule(s, ""))
             })
             .unwrap_or_default(),
         major: cx.opt(&f, p, "major", &mut ok, Cx::i64),
         minor: cx.opt(&f, p, "minor", &mut ok, Cx::i64),
         access: cx
             .opt(&f, p, "access", &mut ok, |cx, n, p| {
-                checked_string(cx, n, p, |s| validate::check_device_rule("", s))
+                checked_string(cx, n, p, |s| rules::check_device_rule("", s))
             })
             .unwrap_or_default(),
     };
@@ -1266,7 +1270,7 @@ fn file(cx: &mut Cx, n: &Node, p: &P<'_>) -> DraftFile {
     let mut ok = true;
     let path = cx.opt(&f, p, "path", &mut ok, |cx, n, p| {
         let s = cx.string(n, p)?;
-        match validate::normalize_file_path(&s) {
+        match rules::normalize_file_path(&s) {
             Ok(rel) => Some(rel),
             Err(e) => {
                 cx.error(n, p, e);
@@ -1306,7 +1310,7 @@ fn file(cx: &mut Cx, n: &Node, p: &P<'_>) -> DraftFile {
     let mode = cx.opt(&f, p, "mode", &mut ok, |cx, n, p| {
         let s = cx.string(n, p)?;
         if !s.is_empty()
-            && let Err(e) = validate::parse_mode(&s)
+            && let Err(e) = rules::parse_mode(&s)
         {
             cx.error(n, p, e);
             return None;
@@ -1406,7 +1410,7 @@ fn volume(cx: &mut Cx, n: &Node, p: &P<'_>) -> DraftVolume {
         Some(v) => {
             let np = p.key("name");
             if let Some(name) = cx.string(v, &np) {
-                match validate::check_volume_name(&name) {
+                match rules::check_volume_name(&name) {
                     Ok(()) => d.name = Some((name, cx.pos(v))),
                     Err(e) => {
                         cx.error(v, &np, e);
