@@ -2,7 +2,7 @@
 //!
 //! 1. load and validate the YAML (no engine call before the input is known good), decide the
 //!    output target, check that `files` sources exist;
-//! 2. connect to the engine and resolve every distinct image (`--jobs` at once);
+//! 2. connect to the engine and resolve every distinct image (max(`--jobs`, 4) at once);
 //! 3. plan (label merge, `config.json`s, layouts) — still nothing written;
 //! 4. execute the plan on this thread, the only one that writes the output: each image's
 //!    export is streamed from the engine through `rewrite::place` into the output. With
@@ -47,6 +47,9 @@ pub fn fixed_mtime() -> anyhow::Result<u64> {
         _ => Ok(DEFAULT_MTIME),
     }
 }
+
+/// The least number of images inspected or pulled at once.
+const RESOLVE_AT_ONCE: usize = 4;
 
 /// Runs `imagesmith build`.
 pub fn run(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
@@ -106,7 +109,9 @@ pub fn run(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
         platform,
     };
     let jobs = usize::from(args.jobs).max(1);
-    let images = resolve_all(&rt, engine.as_ref(), &plan::images(&spec), &opts, jobs)?;
+    // Inspects and pulls wait on the engine and the network, not on this machine's disk:
+    // more of them at once than exports.
+    let images = resolve_all(&rt, engine.as_ref(), &plan::images(&spec), &opts, jobs.max(RESOLVE_AT_ONCE))?;
     let plan = plan::plan(&spec, &images)?;
 
     let mut out = output::open(&target, mtime)?;
@@ -248,7 +253,7 @@ impl<'a> Writer<'a> {
     fn new(sink: &'a mut dyn Sink, spec: &Spec) -> Writer<'a> {
         let mut watch = HashSet::new();
         for f in &spec.files {
-            let p = f.path.as_bytes();
+            let p = f.output_path().as_bytes();
             for (i, b) in p.iter().enumerate() {
                 if *b == b'/' {
                     watch.insert(p[..i].to_vec());
@@ -494,7 +499,8 @@ fn user_file(
         return Ok(());
     }
     let dir = kind == FileKind::Directory;
-    let mode = match &f.mode {
+    // `mode: ""` is the default, as in LinuxKit.
+    let mode = match f.mode.as_deref().filter(|m| !m.is_empty()) {
         Some(m) => spec::rules::parse_mode(m).map_err(|e| anyhow!(e))?,
         None if dir => 0o700,
         None => 0o600,
@@ -509,7 +515,7 @@ fn user_file(
             parent_mode |= 1 << shift;
         }
     }
-    let path = f.path.as_bytes();
+    let path = f.output_path().as_bytes();
     for (i, b) in path.iter().enumerate() {
         if *b == b'/' && !w.has.contains(&path[..i]) {
             let mut e = Entry::dir(&path[..i], parent_mode, mtime);

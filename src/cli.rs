@@ -81,8 +81,11 @@ pub struct BuildArgs {
     /// Platform the images must be (os/arch[/variant]); default: the engine's own.
     #[arg(long)]
     pub platform: Option<String>,
-    /// Images fetched and exported at once.
-    #[arg(short, long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// Exports at once: N-1 later exports run ahead of the writer, spooled to temporary
+    /// files. Images are inspected and pulled max(N, 4) at once. Default 1: the engine's
+    /// export is the bottleneck on small machines, and running ahead only adds spool I/O
+    /// (see README, Performance).
+    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
     /// Print the merged YAML with normalised image references and exit.
     #[arg(long)]

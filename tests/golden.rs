@@ -155,3 +155,132 @@ fn golden_03_fields() {
 fn golden_04_kernel_files() {
     check("04-kernel-files");
 }
+
+/// LinuxKit's `etc/system.json` of golden case 04, reconstructed: its sha256 starts with the
+/// digest in `expected/04-kernel-files/manifest.tsv` (checked below), so these are LinuxKit's
+/// exact bytes.
+const LINUXKIT_04_JSON: &str = r#"{
+    "kernel": {
+        "image": "docker.io/golden/kernel:1",
+        "cmdline": "console=ttyS0 quiet",
+        "ucode": "ucode.cpio"
+    },
+    "init": [
+        "docker.io/golden/base:1"
+    ],
+    "onboot": [
+        {
+            "name": "owner",
+            "image": "docker.io/golden/base:1"
+        }
+    ],
+    "onshutdown": null,
+    "services": null,
+    "files": [
+        {
+            "path": "etc/motd",
+            "directory": false,
+            "contents": "welcome\n",
+            "optional": false
+        },
+        {
+            "path": "/opt/app/config.json",
+            "directory": false,
+            "contents": "{\"debug\": true}",
+            "optional": false,
+            "mode": "0644"
+        },
+        {
+            "path": "var/lib/state",
+            "directory": true,
+            "optional": false
+        },
+        {
+            "path": "var/lib/state-owned",
+            "directory": true,
+            "optional": false,
+            "mode": "0750",
+            "uid": "owner",
+            "gid": 42
+        },
+        {
+            "path": "usr/local/bin/sh",
+            "directory": false,
+            "symlink": "/bin/busybox",
+            "optional": false
+        },
+        {
+            "path": "etc/system.yml",
+            "directory": false,
+            "metadata": "yaml",
+            "optional": false
+        },
+        {
+            "path": "etc/system.json",
+            "directory": false,
+            "metadata": "json",
+            "optional": false
+        }
+    ],
+    "volumes": null
+}"#;
+
+/// Drops what the golden README counts as equal to absent: null, empty lists and maps, false.
+fn semantic(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k, semantic(v)))
+                .filter(|(_, v)| !matches!(v, Value::Null | Value::Bool(false)))
+                .filter(|(_, v)| !v.as_array().is_some_and(Vec::is_empty))
+                .filter(|(_, v)| !v.as_object().is_some_and(serde_json::Map::is_empty))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(semantic).collect()),
+        other => other,
+    }
+}
+
+/// The `metadata:` files of case 04 hold the same document as LinuxKit's, semantically.
+#[test]
+fn metadata_is_the_spec() {
+    use sha2_free::sha256_prefix;
+    let golden = shared_dir().join("golden");
+    let manifest = fs::read_to_string(golden.join("expected/04-kernel-files/manifest.tsv")).unwrap();
+    let row = manifest.lines().find(|l| l.starts_with("etc/system.json\t")).unwrap();
+    assert!(row.ends_with(&sha256_prefix(LINUXKIT_04_JSON.as_bytes())), "reconstruction is not LinuxKit's");
+    golden_images();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.tar");
+    let m = run_measured(
+        imagesmith()
+            .arg("build")
+            .arg(golden.join("specs/04-kernel-files.yml"))
+            .arg("-o")
+            .arg(&out),
+    );
+    assert_eq!(m.status, 0, "{}", m.stderr);
+    let items = read_tar(&out);
+    let get = |p: &str| items.iter().rev().find(|i| i.path == p).unwrap().data.clone();
+    let want = semantic(serde_json::from_str(LINUXKIT_04_JSON).unwrap());
+    let json: serde_json::Value = serde_json::from_slice(&get("etc/system.json")).unwrap();
+    assert_eq!(semantic(json), want);
+    let yaml: serde_json::Value = serde_saphyr::from_slice(&get("etc/system.yml")).unwrap();
+    assert_eq!(semantic(yaml), want);
+}
+
+/// sha256 via the `sha256sum` tool (no hashing crate needed for one test).
+mod sha2_free {
+    pub fn sha256_prefix(data: &[u8]) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(data).unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8(out.stdout).unwrap()[..16].to_string()
+    }
+}

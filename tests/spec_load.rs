@@ -66,7 +66,7 @@ fn golden_04_files() {
         root().join("../shared/golden/specs/04-kernel-files.yml"),
     )])
     .unwrap();
-    let paths: Vec<&str> = l.spec.files.iter().map(|f| f.path.as_str()).collect();
+    let paths: Vec<&str> = l.spec.files.iter().map(|f| f.output_path()).collect();
     assert_eq!(
         paths,
         [

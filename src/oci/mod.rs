@@ -148,9 +148,7 @@ pub fn config_spec(r: &Resolved, ids: &BTreeMap<String, u32>) -> Result<Spec, Oc
         .collect::<Result<Vec<_>, _>>()?;
 
     let rootfs_propagation = c.rootfs_propagation.clone().unwrap_or_default();
-    if !rootfs_propagation.is_empty()
-        && !["private", "shared", "slave", "unbindable"].contains(&rootfs_propagation.as_str())
-    {
+    if rules::check_propagation(&rootfs_propagation).is_err() {
         return Err(OciError::RootfsPropagation(rootfs_propagation));
     }
     if let Some(adj) = c.oom_score_adj {

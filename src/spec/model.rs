@@ -284,7 +284,7 @@ pub struct Interface {
 /// A `files` entry (SPEC §2.2). Validation guarantees exactly one content source.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileEntry {
-    /// Leading `/` dropped, no `..` component.
+    /// As written (validated: not empty, no `..` component); see [`FileEntry::output_path`].
     pub path: String,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub directory: bool,
@@ -328,6 +328,11 @@ pub enum FileKind<'a> {
 }
 
 impl FileEntry {
+    /// The path in the output: leading `/` dropped (SPEC §2.2).
+    pub fn output_path(&self) -> &str {
+        self.path.trim_start_matches('/')
+    }
+
     /// The entry's single content source (validation rejects entries with none or several).
     pub fn kind(&self) -> Option<FileKind<'_>> {
         if self.directory {

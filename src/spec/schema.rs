@@ -1270,8 +1270,10 @@ fn file(cx: &mut Cx, n: &Node, p: &P<'_>) -> DraftFile {
     let mut ok = true;
     let path = cx.opt(&f, p, "path", &mut ok, |cx, n, p| {
         let s = cx.string(n, p)?;
+        // Kept as written (the `metadata:` document shows it so, as LinuxKit's does); the
+        // output uses `FileEntry::output_path`.
         match rules::normalize_file_path(&s) {
-            Ok(rel) => Some(rel),
+            Ok(_) => Some(s),
             Err(e) => {
                 cx.error(n, p, e);
                 None
