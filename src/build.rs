@@ -683,6 +683,7 @@ mod tests {
         spec.init = vec![image_ref("i/init:1")];
         let mut motd = file_entry("etc/motd");
         motd.contents = Some("hi\n".into());
+        motd.mode = Some(String::new()); // empty = the default, 0600
         let mut app = file_entry("opt/app/conf");
         app.contents = Some("{}".into());
         app.mode = Some("0644".into());
