@@ -6,7 +6,7 @@
 //! the services run (pkg/init/etc/init.d/rcS), and busybox init runs the onshutdown
 //! containers on the way down.
 
-mod support;
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -14,7 +14,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::*;
+use common::pkg::{build, minimal_yml};
+use common::require_engine;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 

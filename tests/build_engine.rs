@@ -24,7 +24,7 @@ fn builds_writable_and_readonly_bundles() {
     let out = dir.path().join("out.tar");
     let m = run_measured(imagesmith().arg("build").arg(&yml).arg("-o").arg(&out));
     assert_eq!(m.status, 0, "build failed: {}", m.stderr);
-    let items = read_tar(&out);
+    let items = read_tar_file(&out);
     let paths: Vec<&str> = items.iter().map(|i| i.path.as_str()).collect();
     let pos = |p: &str| {
         paths

@@ -8,20 +8,18 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::engine::{
-    Certs, ENGINE_SOCKET, Registry, TestImage, TlsProxy, containers, docker, require_engine, unique,
-};
+use common::engine::{Certs, ENGINE_SOCKET, Registry, TlsProxy};
+use common::{TestImage, containers, docker, require_engine, tar_text, unique};
 
 /// A build command with a clean environment: no DOCKER_* from the caller, an empty
 /// DOCKER_CONFIG unless the test sets one, no RUST_LOG.
-fn imagesmith(config: &Path) -> Command {
+fn imagesmith_in(config: &Path) -> Command {
     require_engine();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_imagesmith"));
+    let mut c = common::imagesmith();
     for k in [
         "DOCKER_HOST",
         "DOCKER_TLS_VERIFY",
@@ -72,17 +70,7 @@ fn stderr(o: &Output) -> String {
 
 /// The content of `marker` in an output tar (init images are at `/`).
 fn marker_in(tar_path: &Path) -> String {
-    let f = std::fs::File::open(tar_path).expect("output tar");
-    let mut ar = tar::Archive::new(f);
-    for e in ar.entries().expect("a tar") {
-        let mut e = e.expect("an entry");
-        if e.path_bytes().as_ref() == b"marker" {
-            let mut s = String::new();
-            e.read_to_string(&mut s).expect("marker");
-            return s;
-        }
-    }
-    panic!("no marker in {}", tar_path.display());
+    tar_text(&std::fs::read(tar_path).expect("output tar"), "marker")
 }
 
 #[test]
@@ -96,7 +84,7 @@ fn a_pull_uses_docker_config_credentials_and_fails_without_them_naming_the_image
 
     // Without credentials: refused, the image named, the registry's answer quoted.
     let empty = tempfile::tempdir().expect("dir");
-    let mut c = imagesmith(empty.path());
+    let mut c = imagesmith_in(empty.path());
     c.arg("build").arg(&y).arg("-o").arg(&out_tar);
     let o = run(c);
     let err = stderr(&o);
@@ -113,7 +101,7 @@ fn a_pull_uses_docker_config_credentials_and_fails_without_them_naming_the_image
     // With `docker login`'s configuration: pulled, built, and progress as plain lines
     // (standard error is not a terminal here).
     let login = registry.login_config();
-    let mut c = imagesmith(login.path());
+    let mut c = imagesmith_in(login.path());
     c.arg("build").arg(&y).arg("-o").arg(&out_tar);
     let o = run(c);
     let err = stderr(&o);
@@ -146,7 +134,7 @@ fn a_pull_gets_its_password_from_creds_store_and_cred_helpers() {
             std::env::var("PATH").unwrap_or_default()
         );
         let out_tar = dir.path().join(format!("out-{cred_helpers}.tar"));
-        let mut c = imagesmith(conf.path());
+        let mut c = imagesmith_in(conf.path());
         c.env("PATH", path)
             .arg("build")
             .arg(&y)
@@ -180,7 +168,7 @@ fn a_build_goes_through_tcp_with_tls_verify() {
     let dir = tempfile::tempdir().expect("dir");
     let y = yaml(dir.path(), &[&image.name]);
     let out_tar = dir.path().join("out.tar");
-    let mut c = imagesmith(dir.path());
+    let mut c = imagesmith_in(dir.path());
     c.env("DOCKER_HOST", format!("tcp://127.0.0.1:{}", proxy.port))
         .env("DOCKER_TLS_VERIFY", "1")
         .env("DOCKER_CERT_PATH", certs.path())
@@ -199,7 +187,7 @@ fn an_unreachable_engine_is_one_clear_error() {
     let dir = tempfile::tempdir().expect("dir");
     let y = yaml(dir.path(), &["busybox:1"]);
     let sock = dir.path().join("no-engine.sock");
-    let mut c = imagesmith(dir.path());
+    let mut c = imagesmith_in(dir.path());
     c.env("DOCKER_HOST", format!("unix://{}", sock.display()))
         .arg("build")
         .arg(&y)
@@ -226,7 +214,7 @@ fn a_missing_image_and_a_platform_mismatch_are_errors_naming_the_image() {
     let dir = tempfile::tempdir().expect("dir");
     let missing = format!("{}/{}:1", registry.host(), unique("missing"));
     let y = yaml(dir.path(), &[&missing]);
-    let mut c = imagesmith(login.path());
+    let mut c = imagesmith_in(login.path());
     c.arg("build")
         .arg(&y)
         .arg("-o")
@@ -245,7 +233,7 @@ fn a_missing_image_and_a_platform_mismatch_are_errors_naming_the_image() {
     let arch = docker(&["version", "--format", "{{.Server.Arch}}"]);
     let other = if arch == "arm64" { "amd64" } else { "arm64" };
     let y = yaml(dir.path(), &[&image.name]);
-    let mut c = imagesmith(dir.path());
+    let mut c = imagesmith_in(dir.path());
     c.arg("build")
         .arg(&y)
         .arg("--platform")
@@ -269,7 +257,7 @@ fn quiet_prints_nothing_on_success() {
     let dir = tempfile::tempdir().expect("dir");
     let y = yaml(dir.path(), &[&image.name]);
     let out_tar = dir.path().join("out.tar");
-    let mut c = imagesmith(dir.path());
+    let mut c = imagesmith_in(dir.path());
     c.arg("-q").arg("build").arg(&y).arg("-o").arg(&out_tar);
     let o = run(c);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -283,7 +271,7 @@ fn quiet_prints_nothing_on_success() {
 /// the pipe).
 fn blocked_build(image: &TestImage, dir: &Path) -> Child {
     let y = yaml(dir, &[&image.name]);
-    let mut c = imagesmith(dir);
+    let mut c = imagesmith_in(dir);
     c.arg("build")
         .arg(&y)
         .arg("--jobs")
@@ -382,7 +370,7 @@ fn the_next_run_removes_what_a_sigkilled_run_left_and_nothing_of_live_runs() {
 
     let other = TestImage::new("cli-sigkill-next");
     let y = yaml(dir.path(), &[&other.name]);
-    let mut c = imagesmith(dir.path());
+    let mut c = imagesmith_in(dir.path());
     c.arg("build")
         .arg(&y)
         .arg("-o")

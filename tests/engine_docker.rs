@@ -9,24 +9,14 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::engine::{
-    Certs, ENGINE_SOCKET, Registry, TestImage, TlsProxy, containers, docker, free_port,
-    require_engine, unique,
-};
+use common::engine::{Certs, ENGINE_SOCKET, Registry, TlsProxy, free_port};
+use common::{TestImage, containers, docker, require_engine, runtime, tar_text, unique};
 use imagesmith::engine::auth::Credentials;
 use imagesmith::engine::connect::{Address, Env};
 use imagesmith::engine::docker::DockerEngine;
 use imagesmith::engine::owner::{self, Owner};
 use imagesmith::engine::{Engine, EngineError, Exports, ImageInfo, ResolveOptions};
 use imagesmith::spec::reference::Reference;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 fn local_env() -> Env {
     Env {
@@ -60,16 +50,7 @@ fn resolve(
 fn marker_of(mut reader: impl Read) -> String {
     let mut tar = Vec::new();
     reader.read_to_end(&mut tar).expect("reading the export");
-    let mut ar = tar::Archive::new(&tar[..]);
-    for e in ar.entries().expect("a tar") {
-        let mut e = e.expect("an entry");
-        if e.path_bytes().as_ref() == b"marker" {
-            let mut s = String::new();
-            e.read_to_string(&mut s).expect("marker content");
-            return s;
-        }
-    }
-    panic!("no marker in the export");
+    tar_text(&tar, "marker")
 }
 
 fn engine_arch() -> String {

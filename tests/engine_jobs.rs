@@ -2,12 +2,15 @@
 //! `--jobs` runs exports ahead without changing a byte of the output, and every container is
 //! removed on success, on error and on a panic.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::runtime;
 use imagesmith::archive::{self, Entry, Sink, TarSink};
 use imagesmith::build::{self, Context};
 use imagesmith::engine::fake::{Event, FakeEngine};
@@ -78,14 +81,6 @@ struct Run {
     output: Vec<u8>,
     engine: Arc<FakeEngine>,
     exports: Exports,
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 fn run_with(

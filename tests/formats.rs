@@ -3,7 +3,7 @@
 //! contents, the initrd against the tar, the docker output through `docker build`, standard
 //! output, and byte-identical rebuilds.
 
-mod support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -11,10 +11,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
+use common::pkg::{build, minimal_yml, package_tag};
+use common::*;
 use imagesmith::archive::{Entry, Kind, Sink, TarSink, append_bytes};
 use imagesmith::output::cpio::CpioSink;
 use proptest::prelude::*;
-use support::*;
 
 /// A tree with every kind of entry newc and tar both hold.
 fn sample() -> Vec<(Entry, Vec<u8>)> {
@@ -203,7 +204,7 @@ proptest! {
 
 // ---- through the engine: examples/minimal.yml in every format ----
 
-fn paths_without_boot(tar: &[Member]) -> Vec<String> {
+fn paths_without_boot(tar: &[TarEntry]) -> Vec<String> {
     tar.iter()
         .map(|m| m.path.clone())
         .filter(|p| p != "boot" && !p.starts_with("boot/"))
@@ -384,7 +385,7 @@ fn docker_format_builds_into_an_image() {
     let yml = minimal_yml(d.path());
     let out = d.path().join("sys.docker.tar");
     build(&yml, &["-f", "docker", "-o", out.to_str().expect("utf-8")]);
-    let tag = format!("imagesmith-test/docker-format-{}:1", std::process::id());
+    let tag = format!("{}:1", unique("docker-format"));
     remove_at_exit(&tag);
     let built = run_ok(
         Command::new("docker")

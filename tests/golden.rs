@@ -17,7 +17,7 @@ static IMAGES: Once = Once::new();
 fn golden_images() {
     require_engine();
     IMAGES.call_once(|| {
-        sh(Command::new("bash").arg(shared_dir().join("golden/make-images.sh")));
+        run_ok(Command::new("bash").arg(shared_dir().join("golden/make-images.sh")));
     });
 }
 
@@ -62,10 +62,12 @@ fn check(spec: &str) {
     );
     assert_eq!(m.status, 0, "build of {spec} failed: {}", m.stderr);
     let extracted = dir.path().join("x");
-    let manifest = sh(Command::new("python3")
-        .arg(golden.join("manifest.py"))
-        .arg(&out)
-        .arg(&extracted));
+    let manifest = run_ok(
+        Command::new("python3")
+            .arg(golden.join("manifest.py"))
+            .arg(&out)
+            .arg(&extracted),
+    );
     let got = rows(&String::from_utf8_lossy(&manifest.stdout));
     let want =
         rows(&fs::read_to_string(golden.join(format!("expected/{spec}/manifest.tsv"))).unwrap());

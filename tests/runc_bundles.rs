@@ -12,6 +12,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use common::pkg::start_bundle_script;
 use common::*;
 
 const CAPS: [&str; 41] = [
@@ -79,8 +80,12 @@ fn fields(out: &str) -> BTreeMap<String, String> {
 }
 
 fn run_bundle(root: &Path, bundle: &str) -> (i32, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("pkg/init/usr/bin/start-bundle");
-    let name = format!("{}-{}", unique("runc").replace('/', "-"), bundle.rsplit('/').next().unwrap_or("b"));
+    let script = start_bundle_script();
+    let name = format!(
+        "{}-{}",
+        unique("runc"),
+        bundle.rsplit('/').next().unwrap_or("b")
+    );
     let out = Command::new("sh")
         .arg(&script)
         .arg("--root")
@@ -147,7 +152,13 @@ fn bundles_run_under_runc_as_configured() {
     assert_eq!(m.status, 0, "build failed: {}", m.stderr);
     let root = dir.path().join("root");
     fs::create_dir(&root).unwrap();
-    sh(Command::new("tar").args(["--numeric-owner", "-xpf"]).arg(&out).arg("-C").arg(&root));
+    run_ok(
+        Command::new("tar")
+            .args(["--numeric-owner", "-xpf"])
+            .arg(&out)
+            .arg("-C")
+            .arg(&root),
+    );
     let config = |b: &str| -> serde_json::Value {
         serde_json::from_slice(&fs::read(root.join(b).join("config.json")).unwrap()).unwrap()
     };
@@ -171,7 +182,11 @@ fn bundles_run_under_runc_as_configured() {
     assert_eq!(hex("CapBnd"), mask(&caps["bounding"]), "{text}");
     assert_eq!(hex("CapPrm"), mask(&caps["permitted"]), "{text}");
     assert_eq!(hex("CapInh"), mask(&caps["inheritable"]), "{text}");
-    assert_eq!(hex("CapEff"), mask(&caps["effective"]) | mask(&caps["ambient"]), "{text}");
+    assert_eq!(
+        hex("CapEff"),
+        mask(&caps["effective"]) | mask(&caps["ambient"]),
+        "{text}"
+    );
     assert_eq!(hex("CapAmb"), mask(&caps["ambient"]), "{text}");
     assert_ne!(mask(&caps["effective"]), 0);
     assert_eq!(f["root"], "writable", "{text}");
@@ -184,7 +199,12 @@ fn bundles_run_under_runc_as_configured() {
     assert!(text.contains("uid=0(root) gid=0(root)"), "{text}");
 
     // The deduplicated bundle has no files of its own and sees the first copy's.
-    assert!(fs::read_dir(root.join("containers/onboot/003-dedup/rootfs")).unwrap().next().is_none());
+    assert!(
+        fs::read_dir(root.join("containers/onboot/003-dedup/rootfs"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
     let (code, text) = run_bundle(&root, "containers/onboot/003-dedup");
     assert_eq!(code, 0, "{text}");
     assert_eq!(text, "first copy\n");

@@ -3,17 +3,14 @@
 //! container's output and exit status, nothing left mounted afterwards, detached runs and
 //! `--cleanup`, and refusals. Needs root and runc (scripts/setup.sh), not the engine.
 
-mod support;
+mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::run_ok;
-
-fn script() -> PathBuf {
-    support::repo().join("pkg/init/usr/bin/start-bundle")
-}
+use common::pkg::start_bundle_script;
+use common::{run_ok, unique};
 
 /// A config.json as imagesmith writes it (SPEC §4.4 defaults) running `args`.
 fn config(args: &[&str]) -> String {
@@ -67,7 +64,7 @@ fn bundle(root: &Path, name: &str, args: &[&str], user_mounts: &str, mkdir: &str
 
 fn start(root: &Path, args: &[&str], bundle: &Path) -> Output {
     Command::new("sh")
-        .arg(script())
+        .arg(start_bundle_script())
         .arg("--root")
         .arg(root)
         .args(args)
@@ -84,10 +81,6 @@ fn mounts_under(root: &Path) -> Vec<String> {
         .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
         .filter(|m| m.starts_with(&prefix))
         .collect()
-}
-
-fn unique(what: &str) -> String {
-    format!("imagesmith-test-{what}-{}", std::process::id())
 }
 
 #[test]
@@ -136,7 +129,7 @@ fn detached_run_then_cleanup() {
     // here, or reading it to the end would wait for the container.
     let log = root.join("detached.log");
     let out = Command::new("sh")
-        .arg(script())
+        .arg(start_bundle_script())
         .arg("--root")
         .arg(root)
         .args(["--detach", "--name", &name])
@@ -211,7 +204,12 @@ fn dump_decodes_go_escapes() {
         r#"{"mkdir": ["/a\u003cb\u0026c", "/\u00e9\ud83d\ude00"], "namespace": "", "n": [1, true, null]}"#,
     )
     .expect("write");
-    let out = run_ok(Command::new("sh").arg(script()).arg("--dump").arg(d.path()));
+    let out = run_ok(
+        Command::new("sh")
+            .arg(start_bundle_script())
+            .arg("--dump")
+            .arg(d.path()),
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "mkdir.0\t/a<b&c\nmkdir.1\t/é😀\nnamespace\t\nn.0\t1\nn.1\ttrue\nn.2\tnull\n"

@@ -1,6 +1,5 @@
 //! OCI helpers of the integration tests: the OCI runtime-spec schema validator, paths into
 //! `../shared/golden/`, and builders for model values (image entries, the golden images).
-#![allow(dead_code)]
 
 use super::shared_dir;
 
