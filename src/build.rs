@@ -111,7 +111,13 @@ pub fn run(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
     let jobs = usize::from(args.jobs).max(1);
     // Inspects and pulls wait on the engine and the network, not on this machine's disk:
     // more of them at once than exports.
-    let images = resolve_all(&rt, engine.as_ref(), &plan::images(&spec), &opts, jobs.max(RESOLVE_AT_ONCE))?;
+    let images = resolve_all(
+        &rt,
+        engine.as_ref(),
+        &plan::images(&spec),
+        &opts,
+        jobs.max(RESOLVE_AT_ONCE),
+    )?;
     let plan = plan::plan(&spec, &images)?;
 
     let mut out = output::open(&target, mtime)?;

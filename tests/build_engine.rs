@@ -25,6 +25,9 @@ fn builds_writable_and_readonly_bundles() {
     let m = run_measured(imagesmith().arg("build").arg(&yml).arg("-o").arg(&out));
     assert_eq!(m.status, 0, "build failed: {}", m.stderr);
     let items = read_tar_file(&out);
+    for i in items.iter().filter(|i| i.path.ends_with("/config.json")) {
+        common::oci::assert_schema_valid(&i.data);
+    }
     let paths: Vec<&str> = items.iter().map(|i| i.path.as_str()).collect();
     let pos = |p: &str| {
         paths
@@ -247,4 +250,30 @@ fn output_is_identical_whatever_jobs() {
     for i in [&a, &b, &c] {
         assert!(i.containers().is_empty(), "containers left behind");
     }
+}
+
+/// Standard output closed before the output is complete: the artifact is incomplete, so
+/// the exit status is not 0 (SPEC §1), and no container is left.
+#[test]
+fn closed_stdout_is_a_failure() {
+    let img = busybox_image("epipe", &[("blob", &vec![7u8; 4 << 20])]);
+    let dir = tempfile::tempdir().unwrap();
+    let yml = write_file(dir.path(), "p.yml", &format!("init:\n  - {}\n", img.name));
+    let mut child = imagesmith()
+        .arg("build")
+        .arg(&yml)
+        .args(["-o", "-"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 512];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout); // the reader goes away, like `| head -c 512`
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("standard output was closed"), "{stderr}");
+    assert!(img.containers().is_empty(), "containers left behind");
 }

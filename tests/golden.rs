@@ -249,9 +249,16 @@ fn semantic(v: serde_json::Value) -> serde_json::Value {
 fn metadata_is_the_spec() {
     use sha2_free::sha256_prefix;
     let golden = shared_dir().join("golden");
-    let manifest = fs::read_to_string(golden.join("expected/04-kernel-files/manifest.tsv")).unwrap();
-    let row = manifest.lines().find(|l| l.starts_with("etc/system.json\t")).unwrap();
-    assert!(row.ends_with(&sha256_prefix(LINUXKIT_04_JSON.as_bytes())), "reconstruction is not LinuxKit's");
+    let manifest =
+        fs::read_to_string(golden.join("expected/04-kernel-files/manifest.tsv")).unwrap();
+    let row = manifest
+        .lines()
+        .find(|l| l.starts_with("etc/system.json\t"))
+        .unwrap();
+    assert!(
+        row.ends_with(&sha256_prefix(LINUXKIT_04_JSON.as_bytes())),
+        "reconstruction is not LinuxKit's"
+    );
     golden_images();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.tar");
@@ -263,8 +270,16 @@ fn metadata_is_the_spec() {
             .arg(&out),
     );
     assert_eq!(m.status, 0, "{}", m.stderr);
-    let items = read_tar(&out);
-    let get = |p: &str| items.iter().rev().find(|i| i.path == p).unwrap().data.clone();
+    let items = read_tar_file(&out);
+    let get = |p: &str| {
+        items
+            .iter()
+            .rev()
+            .find(|i| i.path == p)
+            .unwrap()
+            .data
+            .clone()
+    };
     let want = semantic(serde_json::from_str(LINUXKIT_04_JSON).unwrap());
     let json: serde_json::Value = serde_json::from_slice(&get("etc/system.json")).unwrap();
     assert_eq!(semantic(json), want);

@@ -159,6 +159,11 @@ fn bundles_run_under_runc_as_configured() {
             .arg("-C")
             .arg(&root),
     );
+    for b in ["000-ids", "001-caps", "002-ro", "003-dedup"] {
+        common::oci::assert_schema_valid(
+            &fs::read(root.join("containers/onboot").join(b).join("config.json")).unwrap(),
+        );
+    }
     let config = |b: &str| -> serde_json::Value {
         serde_json::from_slice(&fs::read(root.join(b).join("config.json")).unwrap()).unwrap()
     };

@@ -264,7 +264,9 @@ pub fn check_propagation(s: &str) -> Result<(), String> {
     if KNOWN.contains(&s) {
         return Ok(());
     }
-    Err(format!("`{s}` is not one of shared, slave, private, unbindable"))
+    Err(format!(
+        "`{s}` is not one of shared, slave, private, unbindable"
+    ))
 }
 
 /// `cwd`: absolute (or empty: unset).
@@ -602,7 +604,10 @@ mod tests {
         }
         assert!(check_namespace("pid", "none").is_err());
         assert!(check_namespace("net", "hots").is_err());
-        assert!(check_propagation("rshared").is_err(), "not valid in config.json (OCI schema)");
+        assert!(
+            check_propagation("rshared").is_err(),
+            "not valid in config.json (OCI schema)"
+        );
         assert!(check_propagation("sharde").is_err());
         assert!(check_cwd("/x").is_ok() && check_cwd("x").is_err());
         assert!(check_env("A=b").is_ok() && check_env("A=").is_ok());
