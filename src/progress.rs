@@ -98,22 +98,12 @@ impl Progress {
 
     /// Progress of pulling `image`.
     pub fn pull(&self, image: &str) -> PullProgress {
-        let out = match &self.mode {
-            Mode::Bars(m) => {
-                let bar = m.add(ProgressBar::new(0));
-                bar.set_style(style(
-                    "{spinner:.green} pulling {prefix} [{bar:24}] {bytes}/{total_bytes} {msg}",
-                ));
-                bar.set_prefix(image.to_string());
-                bar.enable_steady_tick(Duration::from_millis(200));
-                Out::Bar(bar)
-            }
-            Mode::Plain => Out::Plain,
-            Mode::Quiet => Out::Quiet,
-        };
-        if matches!(out, Out::Plain) {
-            log::info!("pulling {image}");
-        }
+        let out = self.start(
+            "pulling",
+            image,
+            ProgressBar::new(0),
+            "{spinner:.green} pulling {prefix} [{bar:24}] {bytes}/{total_bytes} {msg}",
+        );
         PullProgress {
             image: image.to_string(),
             out,
@@ -125,22 +115,12 @@ impl Progress {
 
     /// Progress of exporting `image`.
     pub fn export(&self, image: &str) -> ExportProgress {
-        let out = match &self.mode {
-            Mode::Bars(m) => {
-                let bar = m.add(ProgressBar::no_length());
-                bar.set_style(style(
-                    "{spinner:.green} exporting {prefix} {bytes} ({bytes_per_sec})",
-                ));
-                bar.set_prefix(image.to_string());
-                bar.enable_steady_tick(Duration::from_millis(200));
-                Out::Bar(bar)
-            }
-            Mode::Plain => Out::Plain,
-            Mode::Quiet => Out::Quiet,
-        };
-        if matches!(out, Out::Plain) {
-            log::info!("exporting {image}");
-        }
+        let out = self.start(
+            "exporting",
+            image,
+            ProgressBar::no_length(),
+            "{spinner:.green} exporting {prefix} {bytes} ({bytes_per_sec})",
+        );
         ExportProgress {
             image: image.to_string(),
             out,
@@ -148,6 +128,26 @@ impl Progress {
             started: Instant::now(),
             last_line: Instant::now(),
             done: false,
+        }
+    }
+}
+
+impl Progress {
+    /// A bar on a terminal, a start line otherwise, nothing when quiet.
+    fn start(&self, verb: &str, image: &str, bar: ProgressBar, template: &str) -> Out {
+        match &self.mode {
+            Mode::Bars(m) => {
+                let bar = m.add(bar);
+                bar.set_style(style(template));
+                bar.set_prefix(image.to_string());
+                bar.enable_steady_tick(Duration::from_millis(200));
+                Out::Bar(bar)
+            }
+            Mode::Plain => {
+                log::info!("{verb} {image}");
+                Out::Plain
+            }
+            Mode::Quiet => Out::Quiet,
         }
     }
 }

@@ -431,6 +431,29 @@ impl Cx {
         }
     }
 
+    /// The items of the list under `key` (if present), each converted by `conv` at its own
+    /// path; items `conv` rejects are left out (their problems are reported).
+    fn each<T>(
+        &mut self,
+        f: &Fields<'_>,
+        p: &P<'_>,
+        key: &'static str,
+        mut conv: impl FnMut(&mut Cx, &Node, &P<'_>) -> Option<T>,
+    ) -> Vec<T> {
+        let Some(n) = f.get(key) else {
+            return Vec::new();
+        };
+        let lp = p.key(key);
+        let Some(items) = self.list(n, &lp) else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| conv(self, item, &lp.at(i)))
+            .collect()
+    }
+
     /// A list, each item converted by `f`; `None` if any item (or the list) is wrong.
     fn list_of<T>(
         &mut self,
@@ -615,52 +638,16 @@ pub(crate) fn document(cx: &mut Cx, root: &Node) -> DraftDoc {
     };
     let mut ok = true;
     doc.kernel = cx.opt(&f, &p, "kernel", &mut ok, kernel);
-    if let Some(n) = f.get("init") {
-        let ip = p.key("init");
-        if let Some(items) = cx.list(n, &ip) {
-            doc.init = items
-                .iter()
-                .enumerate()
-                .filter_map(|(i, item)| cx.reference(item, &ip.at(i)))
-                .collect();
-        }
-    }
+    doc.init = cx.each(&f, &p, "init", |cx, n, p| cx.reference(n, p));
     for (section, out) in [
         (Section::Onboot, &mut doc.onboot),
         (Section::Onshutdown, &mut doc.onshutdown),
         (Section::Services, &mut doc.services),
     ] {
-        if let Some(n) = f.get(section.key()) {
-            let sp = p.key(section.key());
-            if let Some(items) = cx.list(n, &sp) {
-                *out = items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, item)| entry(cx, item, &sp.at(i)))
-                    .collect();
-            }
-        }
+        *out = cx.each(&f, &p, section.key(), |cx, n, p| Some(entry(cx, n, p)));
     }
-    if let Some(n) = f.get("files") {
-        let fp = p.key("files");
-        if let Some(items) = cx.list(n, &fp) {
-            doc.files = items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| file(cx, item, &fp.at(i)))
-                .collect();
-        }
-    }
-    if let Some(n) = f.get("volumes") {
-        let vp = p.key("volumes");
-        if let Some(items) = cx.list(n, &vp) {
-            doc.volumes = items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| volume(cx, item, &vp.at(i)))
-                .collect();
-        }
-    }
+    doc.files = cx.each(&f, &p, "files", |cx, n, p| Some(file(cx, n, p)));
+    doc.volumes = cx.each(&f, &p, "volumes", |cx, n, p| Some(volume(cx, n, p)));
     if let Some(n) = f.get("trust") {
         let tp = p.key("trust");
         doc.trust = trust(cx, n, &tp);
