@@ -15,6 +15,9 @@ use std::process::Command;
 use common::pkg::start_bundle_script;
 use common::*;
 
+/// Capability bit numbers as the kernel defines them (`linux/capability.h`), written out here
+/// on purpose rather than taken from `oci::caps`: the masks read from `/proc` are checked
+/// against an independent table.
 const CAPS: [&str; 41] = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
