@@ -83,6 +83,11 @@ pub fn run(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
         );
     }
     let sources = file_sources(&spec)?;
+    // `--dir` is created when missing (as a place to put outputs, not a file to replace).
+    if let Some(dir) = &args.dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the output directory {}", dir.display()))?;
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1,5 +1,7 @@
 //! `imagesmith validate` and `imagesmith build --dry-run` as a user runs them.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -21,7 +23,7 @@ fn imagesmith() -> Command {
 fn validate_accepts_a_valid_file() {
     imagesmith()
         .arg("validate")
-        .arg(path("../shared/golden/specs/03-fields.yml"))
+        .arg(common::shared_dir().join("golden/specs/03-fields.yml"))
         .assert()
         .success()
         .stdout("");
@@ -64,7 +66,7 @@ fn validate_reads_standard_input_and_several_files() {
     // The uid names a container of the other file.
     imagesmith()
         .args(["validate"])
-        .arg(path("../shared/golden/specs/01-layouts.yml"))
+        .arg(common::shared_dir().join("golden/specs/01-layouts.yml"))
         .arg("-")
         .write_stdin("services:\n  - name: x\n    image: alpine\n    uid: first\n")
         .assert()
@@ -88,7 +90,7 @@ fn the_corpus_invalid_files_fail() {
     for f in ["static-ip.L24-28.yml", "unknown-top-level-key.L1.yml"] {
         imagesmith()
             .arg("validate")
-            .arg(path("../shared/linuxkit-corpus/invalid").join(f))
+            .arg(common::shared_dir().join("linuxkit-corpus/invalid").join(f))
             .assert()
             .failure()
             .stderr(predicates::str::contains("error: 1 problem found"));
@@ -99,16 +101,16 @@ fn the_corpus_invalid_files_fail() {
 fn dry_run_prints_the_merged_yaml_with_normalised_references() {
     let out = imagesmith()
         .args(["build", "--dry-run"])
-        .arg(path("../shared/golden/specs/01-layouts.yml"))
-        .arg(path("../shared/golden/specs/04-kernel-files.yml"))
+        .arg(common::shared_dir().join("golden/specs/01-layouts.yml"))
+        .arg(common::shared_dir().join("golden/specs/04-kernel-files.yml"))
         .assert()
         .success();
     let yaml = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     assert!(yaml.contains("image: docker.io/golden/base:1"), "{yaml}");
     assert!(!yaml.contains("image: golden/"), "{yaml}");
     let direct = spec::load(&[
-        spec::Input::Path(path("../shared/golden/specs/01-layouts.yml")),
-        spec::Input::Path(path("../shared/golden/specs/04-kernel-files.yml")),
+        spec::Input::Path(common::shared_dir().join("golden/specs/01-layouts.yml")),
+        spec::Input::Path(common::shared_dir().join("golden/specs/04-kernel-files.yml")),
     ])
     .unwrap();
     assert_eq!(yaml, spec::to_yaml(&direct.spec));
@@ -135,7 +137,7 @@ fn dry_run_of_an_invalid_file_fails_without_output() {
 
 #[test]
 fn every_corpus_file_dry_runs_to_a_file_that_validates() {
-    let dir = path("../shared/linuxkit-corpus/valid/examples");
+    let dir = common::shared_dir().join("linuxkit-corpus/valid/examples");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

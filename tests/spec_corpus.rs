@@ -2,12 +2,14 @@
 //! `valid/` validates, the two of `invalid/` are rejected on a line in the range their names
 //! give.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use imagesmith::spec::{self, Input};
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/linuxkit-corpus")
+    common::shared_dir().join("linuxkit-corpus")
 }
 
 fn yml_files(dir: &Path, out: &mut Vec<PathBuf>) {

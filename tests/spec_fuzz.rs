@@ -3,6 +3,8 @@
 //! a message and a position inside the text; whatever loads writes back out to YAML that
 //! loads again to the same document.
 
+mod common;
+
 use std::path::Path;
 
 use imagesmith::spec;
@@ -21,7 +23,11 @@ fn seeds() -> Vec<String> {
         "tests/spec_mixed/mixed-entries.yml",
         "tests/spec_mixed/mixed-resources.yml",
     ] {
-        out.push(std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}")));
+        let file = match rel.strip_prefix("../shared/") {
+            Some(r) => common::shared_dir().join(r),
+            None => root.join(rel),
+        };
+        out.push(std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{rel}: {e}")));
     }
     out.push(
         r#"{"capabilities": ["all"], "binds": ["/a:/b"], "runtime": {"mkdir": ["/x"]}}"#

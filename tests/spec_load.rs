@@ -1,6 +1,8 @@
 //! `spec::load` on whole files: the golden specs and the examples validate, several files
 //! merge as LinuxKit merges them, warnings are reported, labels are read with the same rules.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use imagesmith::spec::{self, Id, Input, MetadataFormat};
@@ -20,7 +22,8 @@ fn yml_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 #[test]
 fn golden_specs_validate() {
-    let files = yml_in(&root().join("../shared/golden/specs")).expect("listing the golden specs");
+    let files =
+        yml_in(&common::shared_dir().join("golden/specs")).expect("listing the golden specs");
     assert_eq!(files.len(), 4);
     for f in files {
         let l = spec::load(&[Input::Path(f.clone())])
@@ -32,7 +35,7 @@ fn golden_specs_validate() {
 #[test]
 fn golden_03_reads_every_field() {
     let l = spec::load(&[Input::Path(
-        root().join("../shared/golden/specs/03-fields.yml"),
+        common::shared_dir().join("golden/specs/03-fields.yml"),
     )])
     .unwrap();
     let a = &l.spec.onboot[0];
@@ -63,7 +66,7 @@ fn golden_03_reads_every_field() {
 #[test]
 fn golden_04_files() {
     let l = spec::load(&[Input::Path(
-        root().join("../shared/golden/specs/04-kernel-files.yml"),
+        common::shared_dir().join("golden/specs/04-kernel-files.yml"),
     )])
     .unwrap();
     let paths: Vec<&str> = l.spec.files.iter().map(|f| f.output_path()).collect();
@@ -200,9 +203,8 @@ services:
 /// `build` refuses it through `validate::check_volume_bind`.
 #[test]
 fn read_only_volume_bound_read_write_is_a_warning_then_a_build_error() {
-    let f = root().join(
-        "../shared/linuxkit-corpus/valid/test/cases/000_build/070_volumes/002_rw_on_ro/test.yml",
-    );
+    let f = common::shared_dir()
+        .join("linuxkit-corpus/valid/test/cases/000_build/070_volumes/002_rw_on_ro/test.yml");
     let l = spec::load(&[Input::Path(f)]).unwrap();
     assert_eq!(l.warnings.len(), 1);
     assert_eq!(l.warnings[0].pos.as_ref().map(|p| p.line), Some(12));

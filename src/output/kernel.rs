@@ -20,11 +20,9 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use flate2::write::GzEncoder;
-
 use crate::archive::{Entry, Kind, Sink, TarSink};
 use crate::output::cpio::CpioSink;
-use crate::output::tar::gzip;
+use crate::output::tar::{Gzip, gzip};
 use crate::output::{AtomicFile, FileOut, Output};
 
 /// Largest `boot/cmdline` accepted (the only part held in memory).
@@ -62,7 +60,7 @@ impl<W: Write> Write for Pad4<W> {
 
 /// The initrd being written: cpio, then gzip, then padding.
 pub struct Initrd<W: Write> {
-    cpio: CpioSink<GzEncoder<Pad4<W>>>,
+    cpio: CpioSink<Gzip<Pad4<W>>>,
 }
 
 impl<W: Write> Initrd<W> {
