@@ -12,12 +12,11 @@ It makes three local images from this machine's files (removed at the end unless
 and builds a spec with the kernel, `bench/lib` as init, and `bench/lib`, `bench/share` as
 onboot/service bundles (`bench/lib` is exported twice: at / and in a bundle). It prints, per
 configuration, the median wall time over the runs, the throughput relative to the export floor
-and the peak RSS (from wait4), as a table.
+and the peak RSS (GNU time %M), as a table.
 """
 import argparse
 import glob
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -84,14 +83,20 @@ def export_floor(image):
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
 
 
-def run_build(args, out):
+def run_build(args, out=None):
+    """Wall seconds and peak RSS (KiB) of one build. The peak comes from GNU time (%M):
+    wait4's ru_maxrss of our own child would include this Python process's high-water mark,
+    which a child started with vfork + exec inherits."""
+    rss = tempfile.NamedTemporaryFile()
+    cmd = ["/usr/bin/time", "-f", "%M", "-o", rss.name, BIN, "-q", "build", *args]
+    if out:
+        cmd += ["-o", out]
     t = time.monotonic()
-    p = subprocess.Popen([BIN, "-q", "build", *args, "-o", out])
-    _, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        sys.exit(f"imagesmith build {' '.join(args)} failed with {p.returncode}")
-    return time.monotonic() - t, usage.ru_maxrss
+    code = subprocess.run(cmd).returncode
+    if code != 0:
+        sys.exit(f"imagesmith build {' '.join(args)} failed with {code}")
+    wall = time.monotonic() - t
+    return wall, int(open(rss.name).read().split()[-1])
 
 
 def main():
@@ -132,14 +137,8 @@ def main():
             for _ in range(opts.runs):
                 args = [spec, "-f", fmt, "--jobs", str(jobs)]
                 if fmt == "kernel+initrd":
-                    args = [spec, "-f", fmt, "--jobs", str(jobs), "--dir", out + ".d", "--name", "b"]
-                    os.makedirs(out + ".d", exist_ok=True)
-                    t0 = time.monotonic()
-                    p = subprocess.Popen([BIN, "-q", "build", *args])
-                    _, status, usage = os.wait4(p.pid, 0)
-                    if os.waitstatus_to_exitcode(status) != 0:
-                        sys.exit("kernel+initrd build failed")
-                    t, r = time.monotonic() - t0, usage.ru_maxrss
+                    args += ["--dir", out + ".d", "--name", "b"]
+                    t, r = run_build(args)
                 else:
                     t, r = run_build(args, out)
                 times.append(t)

@@ -15,7 +15,7 @@ need_root() {
   fi
 }
 
-PACKAGES=(docker.io docker-registry runc busybox-static cpio socat qemu-system-x86 linux-image-amd64 kmod python3 openssl apache2-utils stunnel4)
+PACKAGES=(time docker.io docker-registry runc busybox-static cpio socat qemu-system-x86 linux-image-amd64 kmod python3 openssl apache2-utils stunnel4)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -336,33 +336,44 @@ pub struct Measured {
     pub status: i32,
     pub stdout: Vec<u8>,
     pub stderr: String,
-    /// Peak RSS in KiB (`ru_maxrss` of this child alone, from `wait4`).
+    /// Peak RSS in KiB, as GNU time's `%M` reports it.
     pub max_rss_kib: i64,
 }
 
-/// Runs `cmd` to completion and measures its peak RSS with `wait4` (so that other tests'
-/// children running in parallel do not count).
+/// Runs `cmd` to completion under GNU `time -f %M` and reports its peak RSS.
+///
+/// Not `wait4` on our own child: a process started from this (large, multi-threaded) test
+/// process inherits the test process's memory high-water mark through `vfork` + `exec`
+/// (the kernel keeps the old address space's peak in the new program's `ru_maxrss`), so the
+/// figure would be the test's, not imagesmith's. `time` is a small process whose forked
+/// child's peak is its own.
 pub fn run_measured(cmd: &mut Command) -> Measured {
     let out_file = tempfile::tempfile().unwrap();
     let err_file = tempfile::tempfile().unwrap();
-    let child = cmd
+    let rss_file = tempfile::NamedTempFile::new().unwrap();
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .args(["-f", "%M", "-o"])
+        .arg(rss_file.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        timed.current_dir(d);
+    }
+    let status = timed
         .stdin(Stdio::null())
         .stdout(out_file.try_clone().unwrap())
         .stderr(err_file.try_clone().unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: plain FFI call with valid pointers to locals.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4 failed");
-    std::mem::forget(child); // already reaped
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        128 + libc::WTERMSIG(status)
-    };
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("running {cmd:?} under /usr/bin/time (scripts/setup.sh installs it): {e}")
+        });
     let read = |mut f: fs::File| {
         use std::io::Seek;
         f.rewind().unwrap();
@@ -370,11 +381,19 @@ pub fn run_measured(cmd: &mut Command) -> Measured {
         f.read_to_end(&mut v).unwrap();
         v
     };
+    let report = fs::read_to_string(rss_file.path()).unwrap();
+    // The last line is %M; a line before it says how the command ended.
+    let max_rss_kib = report
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("unexpected report of /usr/bin/time: {report:?}"));
     Measured {
-        status: code,
+        // GNU time exits with the command's status, 128+N when a signal ended it.
+        status: status.code().unwrap_or(-1),
         stdout: read(out_file),
         stderr: String::from_utf8_lossy(&read(err_file)).into_owned(),
-        max_rss_kib: usage.ru_maxrss,
+        max_rss_kib,
     }
 }
 
