@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use crate::archive::{Entry, Kind, Sink, TarSink};
 use crate::output::cpio::CpioSink;
-use crate::output::tar::{Gzip, gzip};
+use crate::output::gzip::{ParGzEncoder, gzip};
 use crate::output::{AtomicFile, FileOut, Output};
 
 /// Largest `boot/cmdline` accepted (the only part held in memory).
@@ -60,7 +60,7 @@ impl<W: Write> Write for Pad4<W> {
 
 /// The initrd being written: cpio, then gzip, then padding.
 pub struct Initrd<W: Write> {
-    cpio: CpioSink<Gzip<Pad4<W>>>,
+    cpio: CpioSink<ParGzEncoder<Pad4<W>>>,
 }
 
 impl<W: Write> Initrd<W> {

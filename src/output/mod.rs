@@ -16,6 +16,7 @@ use clap::ValueEnum;
 use crate::archive::Sink;
 
 pub mod cpio;
+pub mod gzip;
 pub mod kernel;
 pub mod tar;
 

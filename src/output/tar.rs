@@ -1,60 +1,12 @@
 //! The tar-based formats (SPEC §6): `tar` (the entries as they come), `tar.gz` (the same
-//! stream gzip-compressed) and `docker` (the tar plus a root `Dockerfile`, last, as LinuxKit
+//! stream gzip-compressed, block-parallel: [`crate::output::gzip`]) and `docker` (the tar plus a root `Dockerfile`, last, as LinuxKit
 //! appends it, so `docker build` can turn the output into an image).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use crate::archive::{Entry, Kind, Sink, TarSink};
+use crate::output::gzip::{ParGzEncoder, gzip};
 use crate::output::{FileOut, Output};
-
-/// gzip as every format writes it: zlib-rs, level 6, a header without name or time.
-///
-/// The compressor is fed in blocks of exactly [`GZIP_BLOCK`] bytes: zlib-rs's output depends
-/// on how its input is split into `write` calls (measured: the same 15 MB fed in different
-/// chunk sizes gave different bytes), and the chunks arriving from an export depend on
-/// timing. Fixed blocks make the same input always give the same bytes (SPEC §5).
-pub struct Gzip<W: Write> {
-    enc: flate2::write::GzEncoder<W>,
-    buf: Vec<u8>,
-}
-
-/// The size of every block given to the compressor but the last.
-pub const GZIP_BLOCK: usize = 128 * 1024;
-
-pub fn gzip<W: Write>(w: W) -> Gzip<W> {
-    Gzip {
-        enc: flate2::GzBuilder::new()
-            .mtime(0)
-            .write(w, flate2::Compression::new(6)),
-        buf: Vec::with_capacity(GZIP_BLOCK),
-    }
-}
-
-impl<W: Write> Gzip<W> {
-    /// Compresses what is buffered, writes the gzip trailer and returns the writer.
-    pub fn finish(mut self) -> io::Result<W> {
-        self.enc.write_all(&self.buf)?;
-        self.enc.finish()
-    }
-}
-
-impl<W: Write> Write for Gzip<W> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(GZIP_BLOCK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == GZIP_BLOCK {
-            self.enc.write_all(&self.buf)?;
-            self.buf.clear();
-        }
-        Ok(n)
-    }
-
-    /// Does not flush the compressor (a sync flush would change the output); the data is
-    /// written by [`Gzip::finish`].
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 /// `tar`: the entries as a tar stream.
 pub struct TarOutput {
@@ -83,7 +35,7 @@ impl Output for TarOutput {
 
 /// `tar.gz`: the tar stream gzip-compressed.
 pub struct TarGzOutput {
-    sink: TarSink<Gzip<FileOut>>,
+    sink: TarSink<ParGzEncoder<FileOut>>,
 }
 
 impl TarGzOutput {
@@ -149,34 +101,6 @@ impl Output for DockerOutput {
 mod tests {
     use super::*;
 
-    /// The same bytes written in different pieces give the same gzip stream (zlib-rs alone
-    /// does not: the executor's pieces depend on how the engine's export arrives).
-    #[test]
-    fn gzip_output_does_not_depend_on_write_sizes() {
-        let data: Vec<u8> = (0..3_000_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 % 17)
-            .collect();
-        let mut outs = Vec::new();
-        for seed in [1u64, 7, 13] {
-            let mut g = gzip(Vec::new());
-            let (mut i, mut s) = (0, seed);
-            while i < data.len() {
-                s = s
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                let end = (i + ((s >> 33) % 70_000 + 1) as usize).min(data.len());
-                g.write_all(&data[i..end]).unwrap();
-                i = end;
-            }
-            outs.push(g.finish().unwrap());
-        }
-        assert!(outs[0] == outs[1] && outs[1] == outs[2]);
-        let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&outs[0][..])
-            .read_to_end(&mut back)
-            .unwrap();
-        assert!(back == data);
-    }
     use crate::archive::append_bytes;
     use crate::output::{Destination, Format, Target, open};
 
