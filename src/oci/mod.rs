@@ -446,32 +446,10 @@ fn devices(list: &[model::Device]) -> Result<(Vec<Device>, Vec<DeviceCgroup>), O
 /// as a number of bytes (LinuxKit's old spelling) to the OCI form (`2097152` → `2MB`).
 fn normalize_resources(res: &mut Resources) -> Result<(), OciError> {
     for h in &mut res.hugepage_limits {
-        h.page_size = hugepage_size(&h.page_size)
-            .ok_or_else(|| OciError::HugepageSize(h.page_size.clone()))?;
+        h.page_size = rules::hugepage_size(&h.page_size)
+            .map_err(|_| OciError::HugepageSize(h.page_size.clone()))?;
     }
     Ok(())
-}
-
-fn hugepage_size(s: &str) -> Option<String> {
-    let digits_end = s
-        .bytes()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(digits_end);
-    if num.is_empty() || num.starts_with('0') {
-        return None;
-    }
-    match unit {
-        "KB" | "MB" | "GB" => Some(s.to_string()),
-        "" => {
-            let bytes: u64 = num.parse().ok()?;
-            [("GB", 1u64 << 30), ("MB", 1 << 20), ("KB", 1 << 10)]
-                .into_iter()
-                .find(|(_, size)| bytes.is_multiple_of(*size))
-                .map(|(unit, size)| format!("{}{unit}", bytes / size))
-        }
-        _ => None,
-    }
 }
 
 /// An `rlimits` entry `name,soft,hard` ([`rules::parse_rlimit`]).

@@ -85,10 +85,10 @@ pub(crate) fn load_texts<'a>(
         sort(&mut errors, &order);
         return Err(Diagnostics(errors));
     }
-    match assemble(merged) {
-        Ok(spec) => Ok(Loaded { spec, warnings }),
-        Err(e) => Err(Diagnostics(e)),
-    }
+    Ok(Loaded {
+        spec: assemble(merged),
+        warnings,
+    })
 }
 
 fn read(input: &Input, stdin_used: &mut bool) -> Result<(Arc<str>, String), Diagnostic> {
@@ -160,29 +160,13 @@ fn append(m: &mut DraftDoc, d: DraftDoc) {
 }
 
 fn merge_kernel(base: Kernel, k: Kernel) -> Kernel {
-    let non_empty = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+    let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
     Kernel {
-        image: if k.image.is_some() {
-            k.image
-        } else {
-            base.image
-        },
-        cmdline: if non_empty(&k.cmdline) {
-            k.cmdline
-        } else {
-            base.cmdline
-        },
-        binary: if non_empty(&k.binary) {
-            k.binary
-        } else {
-            base.binary
-        },
-        tar: if k.tar.is_some() { k.tar } else { base.tar },
-        ucode: if k.ucode.is_some() {
-            k.ucode
-        } else {
-            base.ucode
-        },
+        image: k.image.or(base.image),
+        cmdline: non_empty(k.cmdline).or(base.cmdline),
+        binary: non_empty(k.binary).or(base.binary),
+        tar: k.tar.or(base.tar),
+        ucode: k.ucode.or(base.ucode),
         pos: k.pos.or(base.pos),
     }
 }
@@ -230,53 +214,34 @@ fn check(m: &DraftDoc, errors: &mut Vec<Diagnostic>, warnings: &mut Vec<Diagnost
 }
 
 /// Builds the spec from drafts that passed every check.
-fn assemble(m: DraftDoc) -> Result<Spec, Vec<Diagnostic>> {
-    let mut missing = Vec::new();
-    let mut entries = |list: Vec<DraftEntry>| -> Vec<ImageEntry> {
+///
+/// Called only when no error was found. The schema pass reports an error for every entry it
+/// leaves without a `name` or `image` (not a map, key missing or misspelt, wrong type, bad
+/// reference), as it does for a `files` or `volumes` entry it could not read; so with no
+/// error, no draft is left out here.
+fn assemble(m: DraftDoc) -> Spec {
+    let entries = |list: Vec<DraftEntry>| -> Vec<ImageEntry> {
         list.into_iter()
-            .filter_map(|d| match (d.name, d.image) {
-                (Some((name, _)), Some(image)) => Some(ImageEntry {
-                    name,
-                    image,
+            .filter_map(|d| {
+                Some(ImageEntry {
+                    name: d.name?.0,
+                    image: d.image?,
                     config: d.config,
                     pos: d.pos,
-                }),
-                _ => {
-                    missing.push(Diagnostic {
-                        pos: Some(d.pos),
-                        message: "this entry could not be read".to_string(),
-                    });
-                    None
-                }
+                })
             })
             .collect()
     };
-    let onboot = entries(m.onboot);
-    let onshutdown = entries(m.onshutdown);
-    let services = entries(m.services);
-    let files = m
-        .files
-        .into_iter()
-        .filter_map(|f| f.entry)
-        .collect::<Vec<_>>();
-    let volumes = m
-        .volumes
-        .into_iter()
-        .filter_map(|v| v.volume)
-        .collect::<Vec<_>>();
-    if !missing.is_empty() {
-        return Err(missing);
-    }
-    Ok(Spec {
+    Spec {
         kernel: m.kernel,
         init: m.init,
-        onboot,
-        onshutdown,
-        services,
-        files,
-        volumes,
+        onboot: entries(m.onboot),
+        onshutdown: entries(m.onshutdown),
+        services: entries(m.services),
+        files: m.files.into_iter().filter_map(|f| f.entry).collect(),
+        volumes: m.volumes.into_iter().filter_map(|v| v.volume).collect(),
         trust: m.trust,
-    })
+    }
 }
 
 /// Sorts by file (in input order), line, column; keeps the order of equal positions.

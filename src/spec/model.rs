@@ -378,14 +378,26 @@ pub struct Trust {
 /// 100, 101, … over onboot, then onshutdown, then services; a name used twice maps to the
 /// later number.
 pub fn id_map(spec: &Spec) -> BTreeMap<String, u32> {
-    let mut map = BTreeMap::new();
     let all = spec
         .onboot
         .iter()
         .chain(&spec.onshutdown)
         .chain(&spec.services);
-    for (i, e) in all.enumerate() {
-        map.insert(e.name.clone(), 100 + i as u32);
+    id_map_from(all.map(|e| Some(e.name.as_str())))
+}
+
+/// [`id_map`] over the container names in file order: the `i`-th entry (from 0) is numbered
+/// 100 + `i` (saturating at 2^32-1); an entry without a (readable) name takes its number but
+/// maps nothing; a name used twice maps to the later number.
+pub(crate) fn id_map_from<'a>(
+    names: impl IntoIterator<Item = Option<&'a str>>,
+) -> BTreeMap<String, u32> {
+    let mut map = BTreeMap::new();
+    for (i, name) in names.into_iter().enumerate() {
+        if let Some(name) = name {
+            let id = u32::try_from(i).unwrap_or(u32::MAX).saturating_add(100);
+            map.insert(name.to_string(), id);
+        }
     }
     map
 }

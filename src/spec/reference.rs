@@ -58,11 +58,7 @@ impl Reference {
         if name.len() > MAX_NAME {
             return Err(bad("repository name longer than 255 characters"));
         }
-        if name.len() == 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if name.len() == 64 && is_lower_hex(name) {
             // Docker reads a bare 64-hex string as an image ID, never as a repository.
             return Err(bad(
                 "a 64-hex-digit string is an image ID, not a repository name",
@@ -218,6 +214,12 @@ fn check_tag(t: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Digits and `a`-`f` only (an image ID, the hex part of a sha256/sha512 digest).
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 fn check_digest(d: &str) -> Result<(), &'static str> {
     let (alg, hex) = d.split_once(':').ok_or("invalid digest")?;
     let alg_ok = !alg.is_empty()
@@ -229,9 +231,7 @@ fn check_digest(d: &str) -> Result<(), &'static str> {
     if !alg_ok || hex.len() < 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err("invalid digest");
     }
-    let lower_hex = hex
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let lower_hex = is_lower_hex(hex);
     match alg {
         "sha256" if hex.len() != 64 || !lower_hex => {
             Err("a sha256 digest has 64 lower-case hex digits")

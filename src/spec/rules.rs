@@ -1,6 +1,7 @@
 //! The value rules of SPEC §2, one pure function per rule over a single value: binds, tmpfs,
-//! rlimits, modes, names, namespaces, ids, mounts, devices, `files` paths. The capability
-//! rules (the table of 41, name normalisation, `all`/`none`) are in [`crate::oci::caps`].
+//! rlimits, modes, names, namespaces, ids, mounts, devices, hugepage sizes, `files` paths.
+//! The capability rules (the table of 41, name normalisation, `all`/`none`) are in
+//! [`crate::oci::caps`].
 //!
 //! This is the only implementation of these rules. Each returns a message (or, for ids, an
 //! [`IdError`]) that names the value but not where it is: the schema pass
@@ -352,8 +353,10 @@ pub fn resolve_id(id: &Id, names: &BTreeMap<String, u32>) -> Result<u32, IdError
     }
 }
 
-/// The path of a `files` entry: leading `/` dropped; empty or with a `..` component = error.
-pub fn normalize_file_path(p: &str) -> Result<String, String> {
+/// The path of a `files` entry: with the leading `/` dropped (as
+/// [`FileEntry::output_path`](crate::spec::model::FileEntry::output_path) does), not empty,
+/// no `..` component, no NUL.
+pub fn check_file_path(p: &str) -> Result<(), String> {
     let rel = p.trim_start_matches('/');
     if rel.is_empty() {
         return Err("the path is empty".to_string());
@@ -364,7 +367,38 @@ pub fn normalize_file_path(p: &str) -> Result<String, String> {
     if rel.contains('\0') {
         return Err(format!("path {p:?} contains a NUL character"));
     }
-    Ok(rel.to_string())
+    Ok(())
+}
+
+/// A `resources.hugepageLimits[].pageSize`, brought to the OCI form: `<n>KB`, `<n>MB` or
+/// `<n>GB` as written, or a number of bytes (LinuxKit's old spelling) that is a whole number
+/// of kilobytes (`2097152` → `2MB`). No leading zero.
+pub fn hugepage_size(s: &str) -> Result<String, String> {
+    let bad = || {
+        format!(
+            "page size `{s}` is neither like `2MB` (KB, MB, GB) nor a whole number of kilobytes in bytes"
+        )
+    };
+    let digits_end = s
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(digits_end);
+    if num.is_empty() || num.starts_with('0') {
+        return Err(bad());
+    }
+    match unit {
+        "KB" | "MB" | "GB" => Ok(s.to_string()),
+        "" => {
+            let bytes: u64 = num.parse().map_err(|_| bad())?;
+            [("GB", 1u64 << 30), ("MB", 1 << 20), ("KB", 1 << 10)]
+                .into_iter()
+                .find(|(_, size)| bytes.is_multiple_of(*size))
+                .map(|(unit, size)| format!("{}{unit}", bytes / size))
+                .ok_or_else(bad)
+        }
+        _ => Err(bad()),
+    }
 }
 
 /// Completes a `mounts` entry as LinuxKit does (SPEC §2.1): an empty type is taken from a
@@ -638,10 +672,35 @@ mod tests {
 
     #[test]
     fn file_paths() {
-        assert_eq!(normalize_file_path("/etc/motd"), Ok("etc/motd".to_string()));
-        assert_eq!(normalize_file_path("etc/x"), Ok("etc/x".to_string()));
+        assert_eq!(check_file_path("/etc/motd"), Ok(()));
+        assert_eq!(check_file_path("etc/x"), Ok(()));
         for s in ["", "/", "../x", "a/../b", "a/.."] {
-            assert!(normalize_file_path(s).is_err(), "{s}");
+            assert!(check_file_path(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn hugepage_sizes() {
+        for (s, oci) in [
+            ("2MB", "2MB"),
+            ("1GB", "1GB"),
+            ("2097152", "2MB"),
+            ("1073741824", "1GB"),
+            ("65536", "64KB"),
+        ] {
+            assert_eq!(hugepage_size(s).as_deref(), Ok(oci), "{s}");
+        }
+        for s in [
+            "",
+            "2mb",
+            "0MB",
+            "02MB",
+            "3TB",
+            "1000",
+            "MB",
+            "99999999999999999999",
+        ] {
+            assert!(hugepage_size(s).is_err(), "{s}");
         }
     }
 

@@ -13,7 +13,8 @@
 //! `cpu.idle`), `blockIO` next to the schema's `blockio`, and `uidMappings`/`gidMappings`
 //! next to the schema's `uidmappings`/`gidmappings` on mounts (each pair is one field: writing
 //! both is a duplicate key). `resources.hugepageLimits[].pageSize` may be a string (OCI) or an
-//! integer (LinuxKit's schema) and is kept as a string.
+//! integer (LinuxKit's schema), is checked by [`rules::hugepage_size`] and is kept as written
+//! (as a string).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -480,16 +481,7 @@ impl Cx {
         p: &P<'_>,
         rule: fn(&str) -> Result<(), String>,
     ) -> Option<Vec<String>> {
-        self.list_of(n, p, |cx, item, ip| {
-            let s = cx.string(item, ip)?;
-            match rule(&s) {
-                Ok(()) => Some(s),
-                Err(e) => {
-                    cx.error(item, ip, e);
-                    None
-                }
-            }
-        })
+        self.list_of(n, p, |cx, item, ip| checked_string(cx, item, ip, rule))
     }
 
     fn strings(&mut self, n: &Node, p: &P<'_>) -> Option<Vec<String>> {
@@ -697,7 +689,6 @@ fn entry(cx: &mut Cx, n: &Node, p: &P<'_>) -> DraftEntry {
     let Some(f) = cx.fields(n, p, ENTRY_KEYS, &[]) else {
         return d;
     };
-    let mut ok = true;
     match f.get("name") {
         Some(v) => {
             let np = p.key("name");
@@ -716,7 +707,7 @@ fn entry(cx: &mut Cx, n: &Node, p: &P<'_>) -> DraftEntry {
         None if f.clean => cx.error(n, p, "missing `image`"),
         None => {}
     }
-    d.config = config(cx, &f, p, &mut ok, &mut d.ids, &mut d.binds);
+    d.config = config(cx, &f, p, &mut d.ids, &mut d.binds);
     d
 }
 
@@ -725,16 +716,18 @@ fn config(
     cx: &mut Cx,
     f: &Fields<'_>,
     p: &P<'_>,
-    ok: &mut bool,
     ids: &mut Vec<(Id, Pos, String)>,
     binds: &mut Vec<(String, Pos, String)>,
 ) -> ImageConfig {
+    // Not read: a field `opt` cannot read is left out and its problem reported, and the
+    // reported problems decide whether the entry (or label) is accepted.
+    let mut ok = true;
     let caps = |cx: &mut Cx, n: &Node, p: &P<'_>| capabilities(cx, n, p);
     let mut c = ImageConfig {
-        capabilities: cx.opt(f, p, "capabilities", ok, caps),
-        capabilities_add: cx.opt(f, p, "capabilities.add", ok, caps),
-        ambient: cx.opt(f, p, "ambient", ok, caps),
-        mounts: cx.opt(f, p, "mounts", ok, |cx, n, p| {
+        capabilities: cx.opt(f, p, "capabilities", &mut ok, caps),
+        capabilities_add: cx.opt(f, p, "capabilities.add", &mut ok, caps),
+        ambient: cx.opt(f, p, "ambient", &mut ok, caps),
+        mounts: cx.opt(f, p, "mounts", &mut ok, |cx, n, p| {
             cx.list_of(n, p, |cx, item, ip| {
                 let m = mount(cx, item, ip)?;
                 match rules::complete_mount(&m) {
@@ -746,23 +739,25 @@ fn config(
                 }
             })
         }),
-        devices: cx.opt(f, p, "devices", ok, |cx, n, p| cx.list_of(n, p, device)),
-        tmpfs: cx.opt(f, p, "tmpfs", ok, |cx, n, p| {
+        devices: cx.opt(f, p, "devices", &mut ok, |cx, n, p| {
+            cx.list_of(n, p, device)
+        }),
+        tmpfs: cx.opt(f, p, "tmpfs", &mut ok, |cx, n, p| {
             cx.strings_with(n, p, |s| rules::parse_tmpfs(s).map(|_| ()))
         }),
-        command: cx.opt(f, p, "command", ok, Cx::strings),
-        env: cx.opt(f, p, "env", ok, |cx, n, p| {
+        command: cx.opt(f, p, "command", &mut ok, Cx::strings),
+        env: cx.opt(f, p, "env", &mut ok, |cx, n, p| {
             cx.strings_with(n, p, rules::check_env)
         }),
-        cwd: cx.opt(f, p, "cwd", ok, |cx, n, p| {
+        cwd: cx.opt(f, p, "cwd", &mut ok, |cx, n, p| {
             checked_string(cx, n, p, rules::check_cwd)
         }),
-        hostname: cx.opt(f, p, "hostname", ok, Cx::string),
-        readonly: cx.opt(f, p, "readonly", ok, Cx::bool),
-        masked_paths: cx.opt(f, p, "maskedPaths", ok, Cx::strings),
-        readonly_paths: cx.opt(f, p, "readonlyPaths", ok, Cx::strings),
-        no_new_privileges: cx.opt(f, p, "noNewPrivileges", ok, Cx::bool),
-        oom_score_adj: cx.opt(f, p, "oomScoreAdj", ok, |cx, n, p| {
+        hostname: cx.opt(f, p, "hostname", &mut ok, Cx::string),
+        readonly: cx.opt(f, p, "readonly", &mut ok, Cx::bool),
+        masked_paths: cx.opt(f, p, "maskedPaths", &mut ok, Cx::strings),
+        readonly_paths: cx.opt(f, p, "readonlyPaths", &mut ok, Cx::strings),
+        no_new_privileges: cx.opt(f, p, "noNewPrivileges", &mut ok, Cx::bool),
+        oom_score_adj: cx.opt(f, p, "oomScoreAdj", &mut ok, |cx, n, p| {
             let v = cx.i64(n, p)?;
             match rules::check_oom_score_adj(v) {
                 Ok(()) => Some(v),
@@ -772,27 +767,27 @@ fn config(
                 }
             }
         }),
-        rootfs_propagation: cx.opt(f, p, "rootfsPropagation", ok, |cx, n, p| {
+        rootfs_propagation: cx.opt(f, p, "rootfsPropagation", &mut ok, |cx, n, p| {
             checked_string(cx, n, p, rules::check_propagation)
         }),
-        cgroups_path: cx.opt(f, p, "cgroupsPath", ok, Cx::string),
-        resources: cx.opt(f, p, "resources", ok, resources),
-        sysctl: cx.opt(f, p, "sysctl", ok, Cx::string_map),
-        rlimits: cx.opt(f, p, "rlimits", ok, |cx, n, p| {
+        cgroups_path: cx.opt(f, p, "cgroupsPath", &mut ok, Cx::string),
+        resources: cx.opt(f, p, "resources", &mut ok, resources),
+        sysctl: cx.opt(f, p, "sysctl", &mut ok, Cx::string_map),
+        rlimits: cx.opt(f, p, "rlimits", &mut ok, |cx, n, p| {
             cx.strings_with(n, p, |s| rules::parse_rlimit(s).map(|_| ()))
         }),
-        uid_mappings: cx.opt(f, p, "uidMappings", ok, |cx, n, p| {
+        uid_mappings: cx.opt(f, p, "uidMappings", &mut ok, |cx, n, p| {
             cx.list_of(n, p, id_mapping)
         }),
-        gid_mappings: cx.opt(f, p, "gidMappings", ok, |cx, n, p| {
+        gid_mappings: cx.opt(f, p, "gidMappings", &mut ok, |cx, n, p| {
             cx.list_of(n, p, id_mapping)
         }),
-        annotations: cx.opt(f, p, "annotations", ok, Cx::string_map),
-        runtime: cx.opt(f, p, "runtime", ok, runtime),
+        annotations: cx.opt(f, p, "annotations", &mut ok, Cx::string_map),
+        runtime: cx.opt(f, p, "runtime", &mut ok, runtime),
         ..ImageConfig::default()
     };
     for key in ["net", "pid", "ipc", "uts", "userns"] {
-        let v = cx.opt(f, p, key, ok, |cx, n, p| {
+        let v = cx.opt(f, p, key, &mut ok, |cx, n, p| {
             checked_string(cx, n, p, |s| rules::check_namespace(key, s))
         });
         match key {
@@ -804,7 +799,7 @@ fn config(
         }
     }
     for key in ["binds", "binds.add"] {
-        let v = cx.opt(f, p, key, ok, |cx, n, p| {
+        let v = cx.opt(f, p, key, &mut ok, |cx, n, p| {
             cx.list_of(n, p, |cx, item, ip| {
                 let s = cx.string(item, ip)?;
                 if let Err(e) = rules::parse_bind(&s) {
@@ -826,9 +821,9 @@ fn config(
         ids.push((v.clone(), cx.pos(n), p.to_string()));
         Some(v)
     };
-    c.uid = cx.opt(f, p, "uid", ok, &mut id);
-    c.gid = cx.opt(f, p, "gid", ok, &mut id);
-    c.additional_gids = cx.opt(f, p, "additionalGids", ok, |cx, n, p| {
+    c.uid = cx.opt(f, p, "uid", &mut ok, &mut id);
+    c.gid = cx.opt(f, p, "gid", &mut ok, &mut id);
+    c.additional_gids = cx.opt(f, p, "additionalGids", &mut ok, |cx, n, p| {
         cx.list_of(n, p, &mut id)
     });
     for (plain, add) in [("capabilities", "capabilities.add"), ("binds", "binds.add")] {
@@ -843,6 +838,7 @@ fn config(
     c
 }
 
+/// A string, checked by `rule` (its message reported at the value).
 fn checked_string(
     cx: &mut Cx,
     n: &Node,
@@ -1195,11 +1191,19 @@ fn hugepage_limit(cx: &mut Cx, n: &Node, p: &P<'_>) -> Option<HugepageLimit> {
     let mut ok = true;
     let page_size = cx
         .opt(&f, p, "pageSize", &mut ok, |cx, n, p| {
-            match n.scalar().map(|s| s.kind) {
-                Some(ScalarKind::Int(i)) if i >= 0 => Some(i.to_string()),
-                Some(ScalarKind::Str) => n.as_str().map(str::to_string),
+            let s = match n.scalar().map(|s| s.kind) {
+                Some(ScalarKind::Int(i)) if i >= 0 => i.to_string(),
+                Some(ScalarKind::Str) => n.as_str()?.to_string(),
                 _ => {
                     cx.type_error(n, p, "a page size such as \"2MB\" (or a number)");
+                    return None;
+                }
+            };
+            // Kept as written; `config.json` generation brings it to the OCI form.
+            match rules::hugepage_size(&s) {
+                Ok(_) => Some(s),
+                Err(e) => {
+                    cx.error(n, p, e);
                     None
                 }
             }
@@ -1255,17 +1259,10 @@ fn file(cx: &mut Cx, n: &Node, p: &P<'_>) -> DraftFile {
         return d;
     };
     let mut ok = true;
+    // Kept as written (the `metadata:` document shows it so, as LinuxKit's does); the output
+    // uses `FileEntry::output_path`.
     let path = cx.opt(&f, p, "path", &mut ok, |cx, n, p| {
-        let s = cx.string(n, p)?;
-        // Kept as written (the `metadata:` document shows it so, as LinuxKit's does); the
-        // output uses `FileEntry::output_path`.
-        match rules::normalize_file_path(&s) {
-            Ok(_) => Some(s),
-            Err(e) => {
-                cx.error(n, p, e);
-                None
-            }
-        }
+        checked_string(cx, n, p, rules::check_file_path)
     });
     if f.get("path").is_none() {
         if f.clean {
@@ -1467,9 +1464,8 @@ pub(crate) fn label(cx: &mut Cx, root: &Node) -> ImageConfig {
             cx.error(k, &p.key(key), "may not be set in an image label");
         }
     }
-    let mut ok = true;
     let (mut ids, mut binds) = (Vec::new(), Vec::new());
-    config(cx, &f, &p, &mut ok, &mut ids, &mut binds)
+    config(cx, &f, &p, &mut ids, &mut binds)
 }
 
 #[cfg(test)]

@@ -4,29 +4,55 @@
 //!
 //! The rules over a single value are in [`super::rules`]; these checks build on them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use crate::spec::Diagnostic;
-use crate::spec::model::{Id, Pos, Volume};
-use crate::spec::rules::{parse_bind, resolve_id};
+use crate::spec::model::{Id, Pos, Volume, id_map_from};
+use crate::spec::rules::{Bind, parse_bind, resolve_id};
 
 /// The volume check of a bind, for `build` to apply to the merged (YAML + label) binds: a
 /// source that is not an absolute path must name a volume, and a read-only volume must be
 /// bound `ro`.
 pub fn check_volume_bind(volumes: &[Volume], bind: &str) -> Result<(), String> {
     let b = parse_bind(bind)?;
-    let Some(name) = b.volume() else {
-        return Ok(());
-    };
-    match volumes.iter().find(|v| v.name == name) {
-        None => Err(format!(
-            "bind `{bind}` names volume `{name}`, which is not in `volumes`"
-        )),
-        Some(v) if v.readonly && !b.is_readonly() => Err(format!(
-            "bind `{bind}` mounts read-only volume `{name}` without `ro`"
-        )),
-        Some(_) => Ok(()),
+    let lookup = |name: &str| volumes.iter().find(|v| v.name == name).map(|v| v.readonly);
+    match bind_volume(&b, lookup) {
+        BindVolume::Ok => Ok(()),
+        BindVolume::Unknown(name) => Err(unknown_volume(bind, name)),
+        BindVolume::ReadOnlyWithoutRo(name) => Err(readonly_without_ro(bind, name)),
     }
+}
+
+/// What the volume a bind names says about the bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BindVolume<'a> {
+    /// No volume (an absolute source), or a volume the bind may mount so.
+    Ok,
+    /// The named volume is not in `volumes`.
+    Unknown(&'a str),
+    /// The named volume is read-only and the bind lacks `ro`.
+    ReadOnlyWithoutRo(&'a str),
+}
+
+/// The volume check of a parsed bind; `readonly` looks a volume up by name: `None` when there
+/// is no such volume, else whether it is read-only.
+fn bind_volume<'b>(b: &'b Bind<'_>, readonly: impl FnOnce(&str) -> Option<bool>) -> BindVolume<'b> {
+    let Some(name) = b.volume() else {
+        return BindVolume::Ok;
+    };
+    match readonly(name) {
+        None => BindVolume::Unknown(name),
+        Some(true) if !b.is_readonly() => BindVolume::ReadOnlyWithoutRo(name),
+        Some(_) => BindVolume::Ok,
+    }
+}
+
+fn unknown_volume(bind: &str, name: &str) -> String {
+    format!("bind `{bind}` names volume `{name}`, which is not in `volumes`")
+}
+
+fn readonly_without_ro(bind: &str, name: &str) -> String {
+    format!("bind `{bind}` mounts read-only volume `{name}` without `ro`")
 }
 
 /// What a cross-file check needs to know about one container entry.
@@ -100,15 +126,7 @@ pub(crate) fn cross_check(
             vols.insert(v.name, v);
         }
     }
-    let mut names = BTreeMap::new();
-    for (i, e) in entries.iter().enumerate() {
-        if let Some((name, _)) = e.name {
-            names.insert(
-                name.to_string(),
-                100 + u32::try_from(i).unwrap_or(u32::MAX - 100),
-            );
-        }
-    }
+    let names = id_map_from(entries.iter().map(|e| e.name.map(|(name, _)| name)));
     let all_ids = entries.iter().flat_map(|e| e.ids.iter()).chain(file_ids);
     for (id, pos, path) in all_ids {
         if let Err(e) = resolve_id(id, &names) {
@@ -118,20 +136,19 @@ pub(crate) fn cross_check(
     for e in entries {
         for (bind, pos, path) in e.binds {
             let Ok(b) = parse_bind(bind) else { continue };
-            let Some(name) = b.volume() else { continue };
-            match vols.get(name) {
-                None => err(
-                    errors,
-                    pos,
-                    format!("`{path}`: bind `{bind}` names volume `{name}`, which is not in `volumes`"),
-                ),
-                Some(v) if v.readonly && !b.is_readonly() => warnings.push(Diagnostic {
+            match bind_volume(&b, |name| vols.get(name).map(|v| v.readonly)) {
+                BindVolume::Ok => {}
+                BindVolume::Unknown(name) => {
+                    let message = format!("`{path}`: {}", unknown_volume(bind, name));
+                    err(errors, pos, message);
+                }
+                BindVolume::ReadOnlyWithoutRo(name) => warnings.push(Diagnostic {
                     pos: Some(pos.clone()),
                     message: format!(
-                        "`{path}`: bind `{bind}` mounts read-only volume `{name}` without `ro`: `build` will refuse it"
+                        "`{path}`: {}: `build` will refuse it",
+                        readonly_without_ro(bind, name)
                     ),
                 }),
-                Some(_) => {}
             }
         }
     }
