@@ -159,10 +159,11 @@ impl<W: Write> Sink for TarSink<W> {
             Kind::Symlink(t) | Kind::Link(t) => {
                 // Link targets are written byte for byte: tar-rs's `append_link` would
                 // normalise them as paths (`//x` → `/x`, `a/` → `a`).
-                if t.len() > 100 || t.contains(&0) {
-                    if t.contains(&0) {
-                        return Err(io::Error::other("link target contains a NUL byte"));
-                    }
+                if t.contains(&0) {
+                    return Err(io::Error::other("link target contains a NUL byte"));
+                }
+                let field = h.as_old().linkname.len();
+                if t.len() > field {
                     let mut k = Header::new_gnu();
                     k.set_entry_type(EntryType::GNULongLink);
                     k.set_mode(0o644);
@@ -173,32 +174,31 @@ impl<W: Write> Sink for TarSink<W> {
                     k.set_cksum();
                     self.builder.append(&k, t.as_slice().chain(&[0u8][..]))?;
                 }
-                let field = &mut h
-                    .as_gnu_mut()
-                    .ok_or_else(|| io::Error::other("not a GNU header"))?
-                    .linkname;
-                let n = t.len().min(field.len());
-                field[..n].copy_from_slice(&t[..n]);
+                h.set_link_name_literal(&t[..t.len().min(field)])?;
                 self.builder.append_data(&mut h, path, io::empty())
             }
-            Kind::File => self.builder.append_data(
-                &mut h,
-                path,
-                Exact {
-                    inner: data,
-                    left: size,
-                },
-            ),
+            Kind::File => self.builder.append_data(&mut h, path, Exact::new(e, data)),
             _ => self.builder.append_data(&mut h, path, io::empty()),
         }
     }
 }
 
-/// Yields exactly `left` bytes of `inner`, or fails: a short source must not produce an
-/// archive whose header promises more than its data.
-struct Exact<'a> {
+/// Yields exactly `entry.size` bytes of an entry's content, or fails naming the entry: a short
+/// source must not produce an archive whose header promises more than its data.
+pub(crate) struct Exact<'a> {
     inner: &'a mut dyn Read,
     left: u64,
+    path: &'a [u8],
+}
+
+impl<'a> Exact<'a> {
+    pub(crate) fn new(entry: &'a Entry, inner: &'a mut dyn Read) -> Exact<'a> {
+        Exact {
+            inner,
+            left: entry.size,
+            path: &entry.path,
+        }
+    }
 }
 
 impl Read for Exact<'_> {
@@ -214,7 +214,8 @@ impl Read for Exact<'_> {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!(
-                    "content ended {} bytes short of its declared size",
+                    "`{}`: content ended {} bytes short of its declared size",
+                    String::from_utf8_lossy(self.path),
                     self.left
                 ),
             ));
@@ -333,22 +334,19 @@ where
             pax: Vec::new(),
         };
         if let Some(records) = pax.take() {
-            let shown = String::from_utf8_lossy(&path).into_owned();
-            for (key, value) in pax_records(&records).map_err(|why| ReadError::Pax {
-                path: shown.clone(),
-                why,
-            })? {
+            // Messages name the entry by its header's path (a `path` record applies after).
+            let shown = || String::from_utf8_lossy(&path).into_owned();
+            let pax_error = |why| ReadError::Pax { path: shown(), why };
+            let mut pax_path = None;
+            for (key, value) in pax_records(&records).map_err(pax_error)? {
                 let num = || {
                     std::str::from_utf8(value)
                         .ok()
                         .and_then(|v| v.split('.').next()?.parse::<u64>().ok())
-                        .ok_or(ReadError::Pax {
-                            path: shown.clone(),
-                            why: "bad number",
-                        })
+                        .ok_or_else(|| pax_error("bad number"))
                 };
                 match key {
-                    b"path" => path = value.to_vec(),
+                    b"path" => pax_path = Some(value.to_vec()),
                     b"linkpath" => link = value.to_vec(),
                     b"size" => size = num()?,
                     b"uid" => e.uid = num()?,
@@ -359,7 +357,7 @@ where
                     b"atime" | b"ctime" => {}
                     k if k.starts_with(b"GNU.sparse.") => {
                         return Err(ReadError::Unsupported {
-                            path: shown,
+                            path: shown(),
                             kind: b'S',
                         }
                         .into());
@@ -368,6 +366,9 @@ where
                         .pax
                         .push((String::from_utf8_lossy(k).into_owned(), value.to_vec())),
                 }
+            }
+            if let Some(p) = pax_path {
+                path = p;
             }
             e.pax.sort();
         }
@@ -398,9 +399,10 @@ where
         e.path = path;
         // Links, devices and fifos never carry data (their size field is ignored, as in
         // POSIX); a directory's declared size, if any, is skipped.
-        let data_size = match ty {
-            b'1' | b'2' | b'3' | b'4' | b'6' => 0,
-            _ => size,
+        let data_size = if matches!(ty, b'1' | b'2' | b'3' | b'4' | b'6') {
+            0
+        } else {
+            size
         };
         e.size = if e.kind == Kind::File { size } else { 0 };
         let mut data = (&mut r).take(data_size);

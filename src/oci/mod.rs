@@ -3,10 +3,10 @@
 //!
 //! This module owns the translation of every entry field into the OCI runtime spec. A label
 //! is merged after the parser ran, so capability names, binds, tmpfs, mounts, devices,
-//! rlimits, `oomScoreAdj` and uid/gid names are checked again here, by the same rules the
-//! parser applies ([`crate::spec::rules`], [`caps`]), their messages wrapped in an
-//! [`OciError`]. What the OCI schema constrains beyond them (propagation, hugepage sizes) is
-//! checked here only; nothing schema-invalid is written out.
+//! rlimits, `oomScoreAdj`, hugepage sizes and uid/gid names are checked again here, by the
+//! same rules the parser applies ([`crate::spec::rules`], [`caps`]), their messages wrapped
+//! in an [`OciError`]. What the OCI schema constrains beyond them (propagation) is checked
+//! here only; nothing schema-invalid is written out.
 //!
 //! Decisions where LinuxKit's `ConfigToOCI` differs or the SPEC is silent:
 //! - no cgroup namespace (the golden files have none); `linux.resources` always present;
@@ -411,31 +411,27 @@ fn devices(list: &[model::Device]) -> Result<(Vec<Device>, Vec<DeviceCgroup>), O
         if let Some((_, message)) = problems.into_iter().next() {
             return Err(err(message));
         }
-        if d.path == "all" {
-            cgroup_rules.push(DeviceCgroup {
-                allow: true,
+        // `path: all` is a cgroup rule alone, for every device of the type.
+        let (major, minor) = if d.path == "all" {
+            (None, None)
+        } else {
+            devices.push(Device {
+                path: d.path.clone(),
                 kind: d.kind.clone(),
-                major: None,
-                minor: None,
-                access: "rwm".to_string(),
+                major: d.major,
+                minor: d.minor,
+                file_mode: mode
+                    .map(rules::parse_device_mode)
+                    .transpose()
+                    .map_err(err)?,
             });
-            continue;
-        }
-        devices.push(Device {
-            path: d.path.clone(),
-            kind: d.kind.clone(),
-            major: d.major,
-            minor: d.minor,
-            file_mode: mode
-                .map(rules::parse_device_mode)
-                .transpose()
-                .map_err(err)?,
-        });
+            (Some(d.major), Some(d.minor))
+        };
         cgroup_rules.push(DeviceCgroup {
             allow: true,
             kind: d.kind.clone(),
-            major: Some(d.major),
-            minor: Some(d.minor),
+            major,
+            minor,
             access: "rwm".to_string(),
         });
     }

@@ -14,7 +14,7 @@
 
 use std::io::{self, Read, Write};
 
-use crate::archive::{Entry, Kind, Sink};
+use crate::archive::{Entry, Exact, Kind, Sink};
 
 /// The kernel's `PATH_MAX`: names (with their NUL) and link targets must fit.
 const PATH_MAX: usize = 4096;
@@ -52,19 +52,16 @@ pub struct Dropped {
 
 /// A [`Sink`] writing a cpio newc archive to `W`.
 pub struct CpioSink<W: Write> {
-    out: W,
+    out: Counting<W>,
     next_ino: u32,
-    /// Bytes written so far (for the 4-byte alignment).
-    offset: u64,
     dropped: Dropped,
 }
 
 impl<W: Write> CpioSink<W> {
     pub fn new(out: W) -> CpioSink<W> {
         CpioSink {
-            out,
+            out: Counting::new(out),
             next_ino: 1,
-            offset: 0,
             dropped: Dropped::default(),
         }
     }
@@ -102,18 +99,7 @@ impl<W: Write> CpioSink<W> {
                 self.dropped.first.as_deref().unwrap_or("")
             );
         }
-        Ok(self.out)
-    }
-
-    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.out.write_all(buf)?;
-        self.offset += buf.len() as u64;
-        Ok(())
-    }
-
-    fn pad(&mut self) -> io::Result<()> {
-        let n = ((4 - self.offset % 4) % 4) as usize;
-        self.write(&[0u8; 3][..n])
+        Ok(self.out.into_inner())
     }
 
     fn header(&mut self, h: &Header<'_>) -> io::Result<()> {
@@ -134,10 +120,10 @@ impl<W: Write> CpioSink<W> {
             namesize,
             0, // check: only for the crc format
         );
-        self.write(text.as_bytes())?;
-        self.write(h.name)?;
-        self.write(&[0])?;
-        self.pad()
+        self.out.write_all(text.as_bytes())?;
+        self.out.write_all(h.name)?;
+        self.out.write_all(&[0])?;
+        self.out.pad4()
     }
 }
 
@@ -260,37 +246,48 @@ impl<W: Write> Sink for CpioSink<W> {
             name: &e.path,
         })?;
         match body {
-            Some(b) => self.write(b)?,
+            Some(b) => self.out.write_all(b)?,
             None if e.kind == Kind::File => {
-                let copied = io::copy(&mut data.take(size), &mut Counting(self))?;
-                if copied != size {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "`{}`: content ended {} bytes short of its declared size",
-                            e.display_path(),
-                            size - copied
-                        ),
-                    ));
-                }
+                io::copy(&mut Exact::new(e, data), &mut self.out)?;
             }
             None => {}
         }
-        self.pad()
+        self.out.pad4()
     }
 }
 
-/// Lets `io::copy` write through the sink's offset accounting.
-struct Counting<'a, W: Write>(&'a mut CpioSink<W>);
+/// Counts the bytes written through it, so that they can be padded with zeros to a multiple
+/// of 4 ([`Counting::pad4`]): the alignment of newc records, and of the initrd (LinuxKit's
+/// `pad4` writer around the compressed archive and after the microcode).
+pub(crate) struct Counting<W: Write> {
+    inner: W,
+    written: u64,
+}
 
-impl<W: Write> Write for Counting<'_, W> {
+impl<W: Write> Counting<W> {
+    pub(crate) fn new(inner: W) -> Counting<W> {
+        Counting { inner, written: 0 }
+    }
+
+    /// Writes zeros up to the next multiple of 4 bytes.
+    pub(crate) fn pad4(&mut self) -> io::Result<()> {
+        let n = ((4 - self.written % 4) % 4) as usize;
+        self.write_all(&[0u8; 3][..n])
+    }
+
+    pub(crate) fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write> Write for Counting<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.0.out.write(buf)?;
-        self.0.offset += n as u64;
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.out.flush()
+        self.inner.flush()
     }
 }
 

@@ -2,21 +2,22 @@
 //! deflate level 6 (zlib-rs through flate2), compressed block-parallel on helper threads
 //! the way pigz does it, and byte-identical whatever the number of threads.
 //!
-//! The uncompressed stream is cut into blocks of [`BLOCK`] bytes, a cut that depends only on
-//! the position in the stream. Each block is deflated on its own by a fresh compressor primed
-//! with the last 32 KiB of the block before it as its dictionary (so matches still reach back
-//! across the cut) and ended with a sync flush (an empty stored block, which byte-aligns it),
-//! the last with a final block. The raw deflate pieces, concatenated in order, are one valid
-//! deflate stream; the CRC-32 of the whole is combined from the blocks' CRCs. Which thread
-//! compresses a block changes nothing in its bytes, so the output is the same with 0 helper
-//! threads (everything on the caller's thread), 1 or 8.
+//! The uncompressed stream is cut into blocks of `BLOCK` (128 KiB) bytes, a cut that depends
+//! only on the position in the stream. Each block is deflated on its own by a fresh compressor
+//! primed with the last 32 KiB of the block before it as its dictionary (so matches still reach
+//! back across the cut) and ended with a sync flush (an empty stored block, which byte-aligns
+//! it), the last with a final block. The raw deflate pieces, concatenated in order, are one
+//! valid deflate stream; the CRC-32 of the whole is combined from the blocks' CRCs. Which
+//! thread compresses a block changes nothing in its bytes, so the output is the same with 0
+//! helper threads (everything on the caller's thread), 1 or 8.
 //!
 //! Why (measured with `benches/build.py --runs 3` on a 2-core machine, 2980 MiB of exports):
 //! with one compression thread `tar.gz` took 82 s and `kernel+initrd` 77 s, ~4.6x the export
 //! floor of 17.5 s (gzip was the only bottleneck); block-parallel, 55 s and 53 s.
 //! The cost: the output is a little larger than one continuous
 //! deflate stream (each block restarts its match finder and Huffman tables), and memory grows
-//! by about 2 blocks in flight per thread plus one compressor state (~300 KiB) per thread.
+//! by about 2 blocks in flight per thread (each with its dictionary and compressed output)
+//! plus one compressor state (~300 KiB) per thread.
 //! The alternatives tried: `gzp` (same scheme) panics in `Drop` when the sink fails and
 //! needs a `Send + 'static` writer on a thread of its own; a lower level trades size for speed
 //! instead of using the idle core. See the module's tests for the properties kept.
@@ -30,11 +31,11 @@ use std::thread::JoinHandle;
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 
 /// Uncompressed bytes per block (pigz's default).
-pub const BLOCK: usize = 128 * 1024;
+const BLOCK: usize = 128 * 1024;
 /// The deflate window: how much of the previous block primes the next one.
 const DICT: usize = 32 * 1024;
 /// The level every format uses.
-pub const LEVEL: u32 = 6;
+const LEVEL: u32 = 6;
 /// At most this many helper threads, whatever the machine (memory stays bounded).
 const MAX_THREADS: usize = 4;
 
@@ -43,7 +44,7 @@ const MAX_THREADS: usize = 4;
 const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
 /// Helper threads used by [`gzip`]: the available cores, at most [`MAX_THREADS`].
-pub fn default_threads() -> usize {
+fn default_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -52,41 +53,32 @@ pub fn default_threads() -> usize {
 
 /// gzip as every format writes it (level 6, the default number of threads).
 pub fn gzip<W: Write>(w: W) -> ParGzEncoder<W> {
-    ParGzEncoder::new(w, Compression::new(LEVEL), default_threads())
+    ParGzEncoder::new(w, default_threads())
 }
 
-/// One block to compress, and the buffers to do it with.
+/// One block to compress.
 struct Job {
     data: Vec<u8>,
+    /// The last [`DICT`] bytes before the block (empty for the first).
     dict: Vec<u8>,
-    out: Vec<u8>,
     last: bool,
-    reply: SyncSender<io::Result<Done>>,
 }
 
-/// A compressed block; `data` and `dict` come back for reuse.
+/// A compressed block.
 struct Done {
     out: Vec<u8>,
     crc: Crc,
-    data: Vec<u8>,
-    dict: Vec<u8>,
 }
 
-/// Deflates `data` as one piece of the stream into `out` (cleared first).
-///
-/// The output slices handed to the compressor have lengths that depend on `data` alone, never
-/// on the capacity of a reused buffer, so nothing but the block decides its bytes.
-fn deflate_block(
-    level: Compression,
-    dict: &[u8],
-    data: &[u8],
-    last: bool,
-    out: &mut Vec<u8>,
-) -> io::Result<()> {
+/// Where a helper thread sends the result of one job.
+type Reply = SyncSender<io::Result<Done>>;
+
+/// Deflates `data` as one piece of the stream.
+fn deflate_block(dict: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u8>> {
     // A new compressor for every block, never a reset one: `reset` keeps the old window, and
     // zlib(-rs)'s match finder reads a little past the end of the input, so a reused
     // compressor's bytes would depend on the blocks it compressed before (measured: they do).
-    let mut c = Compress::new(level, false);
+    let mut c = Compress::new(Compression::new(LEVEL), false);
     if !dict.is_empty() {
         c.set_dictionary(dict).map_err(io::Error::other)?;
     }
@@ -95,9 +87,10 @@ fn deflate_block(
     } else {
         FlushCompress::Sync
     };
-    out.clear();
-    // Well over deflate's worst case, so one call does it; grown below if ever short.
-    out.resize(data.len() + data.len() / 8 + 1024, 0);
+    // Well over deflate's worst case, so one call does it; grown below if ever short. The
+    // output slices handed to the compressor depend on `data` alone, so nothing but the block
+    // decides its bytes.
+    let mut out = vec![0u8; data.len() + data.len() / 8 + 1024];
     let (mut read, mut written) = (0, 0);
     loop {
         let (in0, out0) = (c.total_in(), c.total_out());
@@ -117,7 +110,7 @@ fn deflate_block(
         };
         if done {
             out.truncate(written);
-            return Ok(());
+            return Ok(out);
         }
         if written == out.len() {
             out.resize(out.len() + 64 * 1024, 0);
@@ -125,76 +118,62 @@ fn deflate_block(
     }
 }
 
-fn compress(level: Compression, job: Job) -> (io::Result<Done>, SyncSender<io::Result<Done>>) {
-    let Job {
-        data,
-        dict,
-        mut out,
-        last,
-        reply,
-    } = job;
-    let r = deflate_block(level, &dict, &data, last, &mut out).map(|()| {
-        let mut crc = Crc::new();
-        crc.update(&data);
-        Done {
-            out,
-            crc,
-            data,
-            dict,
-        }
-    });
-    (r, reply)
+fn compress(job: &Job) -> io::Result<Done> {
+    let out = deflate_block(&job.dict, &job.data, job.last)?;
+    let mut crc = Crc::new();
+    crc.update(&job.data);
+    Ok(Done { out, crc })
 }
 
-fn worker(level: Compression, jobs: Arc<Mutex<Receiver<Job>>>) {
+fn worker(jobs: Arc<Mutex<Receiver<(Job, Reply)>>>) {
     loop {
-        let job = match jobs.lock() {
+        let (job, reply) = match jobs.lock() {
             Ok(rx) => match rx.recv() {
                 Ok(job) => job,
                 Err(_) => return, // the encoder is finished or dropped
             },
             Err(_) => return,
         };
-        let (r, reply) = compress(level, job);
         // The encoder may be gone (dropped on an error): nothing left to do then.
-        let _ = reply.send(r);
+        let _ = reply.send(compress(&job));
     }
 }
 
-/// A gzip encoder that compresses blocks in parallel; see the module doc. Bytes reach the
-/// inner writer on the caller's thread, in order.
-pub struct ParGzEncoder<W: Write> {
-    inner: Option<W>,
-    /// The block being filled.
-    block: Vec<u8>,
-    /// The last [`DICT`] bytes of the previous block.
-    dict: Vec<u8>,
-    crc: Crc,
-    header_written: bool,
+/// The helper threads, the queue that feeds them and the results in flight.
+///
+/// Dropped (the encoder finished, or dropped unfinished after an error), it stops the
+/// helpers: the fields drop in order, `jobs` first, which closes the queue, then `workers`,
+/// which waits for them; queued blocks are dropped.
+struct Pool {
+    jobs: SyncSender<(Job, Reply)>,
     /// Compressed results still to write, oldest first.
     pending: VecDeque<Receiver<io::Result<Done>>>,
-    max_pending: usize,
-    jobs: Option<SyncSender<Job>>,
-    workers: Vec<JoinHandle<()>>,
-    level: Compression,
-    /// No helper thread: blocks are compressed on the caller's thread.
-    local: bool,
-    /// Buffers back from finished blocks.
-    spare: Vec<Vec<u8>>,
+    workers: Workers,
 }
 
-impl<W: Write> ParGzEncoder<W> {
-    /// `threads` helper threads compress; with 0 the caller's thread does. The output does
-    /// not depend on `threads`. If a thread cannot be started, fewer are used.
-    pub fn new(inner: W, level: Compression, threads: usize) -> ParGzEncoder<W> {
-        let (tx, rx) = mpsc::sync_channel::<Job>(threads.max(1));
+/// Joins the helper threads when dropped.
+struct Workers(Vec<JoinHandle<()>>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for h in self.0.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Pool {
+    /// Starts `threads` helper threads (fewer if a thread cannot be started); `None` if none
+    /// runs.
+    fn start(threads: usize) -> Option<Pool> {
+        let (tx, rx) = mpsc::sync_channel(threads.max(1));
         let rx = Arc::new(Mutex::new(rx));
         let mut workers = Vec::new();
         for i in 0..threads {
             let rx = Arc::clone(&rx);
             match std::thread::Builder::new()
                 .name(format!("imagesmith-gzip-{i}"))
-                .spawn(move || worker(level, rx))
+                .spawn(move || worker(rx))
             {
                 Ok(h) => workers.push(h),
                 Err(e) => {
@@ -203,134 +182,145 @@ impl<W: Write> ParGzEncoder<W> {
                 }
             }
         }
-        let local = workers.is_empty();
-        let jobs = (!local).then_some(tx);
-        ParGzEncoder {
-            inner: Some(inner),
-            block: Vec::with_capacity(BLOCK),
-            dict: Vec::new(),
-            crc: Crc::new(),
-            header_written: false,
+        (!workers.is_empty()).then(|| Pool {
+            jobs: tx,
             pending: VecDeque::new(),
-            max_pending: 2 * workers.len(),
-            jobs,
-            workers,
-            level,
-            local,
-            spare: Vec::new(),
-        }
+            workers: Workers(workers),
+        })
     }
 
-    fn inner(&mut self) -> io::Result<&mut W> {
-        self.inner
-            .as_mut()
-            .ok_or_else(|| io::Error::other("gzip: write after finish"))
+    /// Blocks in flight at most: 2 per thread.
+    fn full(&self) -> bool {
+        self.pending.len() >= 2 * self.workers.0.len()
     }
 
-    fn buffer(&mut self, capacity: usize) -> Vec<u8> {
-        let mut v = self.spare.pop().unwrap_or_default();
-        v.clear();
-        v.reserve(capacity);
-        v
-    }
-
-    fn recycle(&mut self, v: Vec<u8>) {
-        // Enough for every block in flight; the rest is freed.
-        if self.spare.len() < 3 * self.max_pending + 3 {
-            self.spare.push(v);
-        }
-    }
-
-    /// Writes one compressed block to the inner writer.
-    fn emit(&mut self, done: Done) -> io::Result<()> {
-        if !self.header_written {
-            self.inner()?.write_all(&HEADER)?;
-            self.header_written = true;
-        }
-        self.inner()?.write_all(&done.out)?;
-        self.crc.combine(&done.crc);
-        self.recycle(done.out);
-        self.recycle(done.data);
-        self.recycle(done.dict);
+    fn send(&mut self, job: Job) -> io::Result<()> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        self.jobs.send((job, reply)).map_err(|_| stopped())?;
+        self.pending.push_back(rx);
         Ok(())
     }
 
-    /// Waits for the oldest block in flight and writes it.
-    fn emit_oldest(&mut self, wait: bool) -> io::Result<bool> {
+    /// The oldest block in flight once compressed (waiting for it with `wait`); `None` if
+    /// there is none, or it is not done and `wait` is false.
+    fn oldest(&mut self, wait: bool) -> io::Result<Option<Done>> {
         let Some(rx) = self.pending.front() else {
-            return Ok(false);
+            return Ok(None);
         };
         let r = if wait {
             rx.recv().map_err(|_| stopped())?
         } else {
             match rx.try_recv() {
                 Ok(r) => r,
-                Err(TryRecvError::Empty) => return Ok(false),
+                Err(TryRecvError::Empty) => return Ok(None),
                 Err(TryRecvError::Disconnected) => return Err(stopped()),
             }
         };
         self.pending.pop_front();
-        self.emit(r?)?;
-        Ok(true)
+        r.map(Some)
+    }
+}
+
+fn stopped() -> io::Error {
+    io::Error::other("gzip: a compression thread stopped")
+}
+
+/// The gzip member as it reaches the inner writer: the header (before the first block), the
+/// compressed blocks in order, the trailer.
+struct Member<W: Write> {
+    inner: W,
+    header_written: bool,
+    crc: Crc,
+}
+
+impl<W: Write> Member<W> {
+    fn write(&mut self, done: Done) -> io::Result<()> {
+        if !self.header_written {
+            self.inner.write_all(&HEADER)?;
+            self.header_written = true;
+        }
+        self.inner.write_all(&done.out)?;
+        self.crc.combine(&done.crc);
+        Ok(())
     }
 
-    /// Hands the current block (and the dictionary it needs) to be compressed.
+    fn finish(mut self) -> io::Result<W> {
+        let trailer = [
+            self.crc.sum().to_le_bytes(),
+            self.crc.amount().to_le_bytes(),
+        ]
+        .concat();
+        self.inner.write_all(&trailer)?;
+        Ok(self.inner)
+    }
+}
+
+/// A gzip encoder that compresses blocks in parallel; see the module doc. Bytes reach the
+/// inner writer on the caller's thread, in order.
+pub struct ParGzEncoder<W: Write> {
+    member: Member<W>,
+    /// The block being filled.
+    block: Vec<u8>,
+    /// The last [`DICT`] bytes of the previous block.
+    dict: Vec<u8>,
+    /// `None`: no helper thread; blocks are compressed on the caller's thread.
+    pool: Option<Pool>,
+}
+
+impl<W: Write> ParGzEncoder<W> {
+    /// `threads` helper threads compress; with 0 the caller's thread does. The output does
+    /// not depend on `threads`. If a thread cannot be started, fewer are used.
+    fn new(inner: W, threads: usize) -> ParGzEncoder<W> {
+        ParGzEncoder {
+            member: Member {
+                inner,
+                header_written: false,
+                crc: Crc::new(),
+            },
+            block: Vec::with_capacity(BLOCK),
+            dict: Vec::new(),
+            pool: Pool::start(threads),
+        }
+    }
+
+    /// Hands the current block (and the dictionary it needs) to be compressed, and writes
+    /// what is already done.
     fn submit(&mut self, last: bool) -> io::Result<()> {
-        let next = self.buffer(BLOCK);
-        let data = std::mem::replace(&mut self.block, next);
-        let mut dict = self.buffer(DICT);
-        dict.extend_from_slice(&self.dict);
+        let data = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK));
         // The next block's dictionary: the tail of this one.
-        self.dict.clear();
-        self.dict
-            .extend_from_slice(&data[data.len().saturating_sub(DICT)..]);
-        let out = self.buffer(0);
-        let (reply, rx) = mpsc::sync_channel(1);
-        let job = Job {
-            data,
-            dict,
-            out,
-            last,
-            reply,
+        let tail = data[data.len().saturating_sub(DICT)..].to_vec();
+        let dict = std::mem::replace(&mut self.dict, tail);
+        let job = Job { data, dict, last };
+        let Some(pool) = &mut self.pool else {
+            return self.member.write(compress(&job)?);
         };
-        if self.local {
-            let (r, _) = compress(self.level, job);
-            return self.emit(r?);
+        while pool.full() {
+            let Some(done) = pool.oldest(true)? else {
+                break;
+            };
+            self.member.write(done)?;
         }
-        while self.pending.len() >= self.max_pending {
-            self.emit_oldest(true)?;
-        }
-        self.jobs
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(job)
-            .map_err(|_| stopped())?;
-        self.pending.push_back(rx);
+        pool.send(job)?;
         // Write out what is already done, keeping memory low.
-        while self.emit_oldest(false)? {}
+        self.write_done(false)
+    }
+
+    /// Writes the compressed blocks that are done (all of them, waiting, with `wait`).
+    fn write_done(&mut self, wait: bool) -> io::Result<()> {
+        if let Some(pool) = &mut self.pool {
+            while let Some(done) = pool.oldest(wait)? {
+                self.member.write(done)?;
+            }
+        }
         Ok(())
     }
 
     /// Compresses what is left, writes the trailer and returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.submit(true)?;
-        while self.emit_oldest(true)? {}
-        let trailer = [
-            self.crc.sum().to_le_bytes(),
-            self.crc.amount().to_le_bytes(),
-        ]
-        .concat();
-        let mut w = self
-            .inner
-            .take()
-            .ok_or_else(|| io::Error::other("gzip: finished twice"))?;
-        w.write_all(&trailer)?;
-        Ok(w)
+        self.write_done(true)?;
+        self.member.finish()
     }
-}
-
-fn stopped() -> io::Error {
-    io::Error::other("gzip: a compression thread stopped")
 }
 
 impl<W: Write> Write for ParGzEncoder<W> {
@@ -346,24 +336,13 @@ impl<W: Write> Write for ParGzEncoder<W> {
     /// Writes out the blocks already compressed and flushes the inner writer. It does not cut
     /// a block (that would make the output depend on when flushes happen).
     fn flush(&mut self) -> io::Result<()> {
-        while self.emit_oldest(false)? {}
-        self.inner()?.flush()
-    }
-}
-
-impl<W: Write> Drop for ParGzEncoder<W> {
-    fn drop(&mut self) {
-        // Unfinished (an error elsewhere): stop the helpers; queued blocks are dropped.
-        self.jobs.take();
-        self.pending.clear();
-        for h in self.workers.drain(..) {
-            let _ = h.join();
-        }
+        self.write_done(false)?;
+        self.member.inner.flush()
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Read;
 
@@ -384,14 +363,15 @@ mod tests {
     }
 
     fn compress_with(data: &[u8], threads: usize, chunk: usize) -> Vec<u8> {
-        let mut e = ParGzEncoder::new(Vec::new(), Compression::new(LEVEL), threads);
+        let mut e = ParGzEncoder::new(Vec::new(), threads);
         for c in data.chunks(chunk.max(1)) {
             e.write_all(c).unwrap();
         }
         e.finish().unwrap()
     }
 
-    fn gunzip(gz: &[u8]) -> Vec<u8> {
+    /// The decompressed bytes of a gzip stream (for the tests of every format).
+    pub(crate) fn gunzip(gz: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
         flate2::read::GzDecoder::new(gz)
             .read_to_end(&mut v)
@@ -443,7 +423,7 @@ mod tests {
 
     #[test]
     fn dropped_unfinished_stops_quietly() {
-        let mut e = ParGzEncoder::new(Vec::new(), Compression::new(LEVEL), 2);
+        let mut e = ParGzEncoder::new(Vec::new(), 2);
         e.write_all(&sample(10 * BLOCK)).unwrap();
         drop(e);
     }
@@ -461,7 +441,7 @@ mod tests {
             }
         }
         for threads in [0, 2] {
-            let mut e = ParGzEncoder::new(Full, Compression::new(LEVEL), threads);
+            let mut e = ParGzEncoder::new(Full, threads);
             let r = e
                 .write_all(&sample(6 * BLOCK))
                 .and_then(|()| e.finish().map(drop));

@@ -20,59 +20,31 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use crate::archive::{Entry, Kind, Sink, TarSink};
-use crate::output::cpio::CpioSink;
+use crate::archive::{Entry, Exact, Kind, Sink, TarSink};
+use crate::output::cpio::{Counting, CpioSink};
 use crate::output::gzip::{ParGzEncoder, gzip};
 use crate::output::{AtomicFile, FileOut, Output};
 
 /// Largest `boot/cmdline` accepted (the only part held in memory).
 const MAX_CMDLINE: u64 = 1 << 20;
 
-/// Pads what is written through it with zeros to a multiple of 4 bytes on [`Pad4::finish`]
-/// (LinuxKit's `pad4` writer, around the compressed initrd).
-pub struct Pad4<W: Write> {
-    inner: W,
-    written: u64,
-}
-
-impl<W: Write> Pad4<W> {
-    pub fn new(inner: W) -> Pad4<W> {
-        Pad4 { inner, written: 0 }
-    }
-
-    pub fn finish(mut self) -> io::Result<W> {
-        let n = ((4 - self.written % 4) % 4) as usize;
-        self.inner.write_all(&[0u8; 3][..n])?;
-        Ok(self.inner)
-    }
-}
-
-impl<W: Write> Write for Pad4<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.written += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// The initrd being written: cpio, then gzip, then padding.
 pub struct Initrd<W: Write> {
-    cpio: CpioSink<ParGzEncoder<Pad4<W>>>,
+    cpio: CpioSink<ParGzEncoder<Counting<W>>>,
 }
 
 impl<W: Write> Initrd<W> {
     pub fn new(w: W) -> Initrd<W> {
         Initrd {
-            cpio: CpioSink::new(gzip(Pad4::new(w))),
+            cpio: CpioSink::new(gzip(Counting::new(w))),
         }
     }
 
     /// Ends the archive and the compressed stream; returns the writer.
     pub fn finish(self) -> io::Result<W> {
-        self.cpio.finish()?.finish()?.finish()
+        let mut w = self.cpio.finish()?.finish()?;
+        w.pad4()?;
+        Ok(w.into_inner())
     }
 }
 
@@ -147,22 +119,6 @@ impl Splitter {
     }
 }
 
-/// Copies exactly `size` bytes of `data` to `w`.
-fn copy_exact(e: &Entry, data: &mut dyn Read, w: &mut dyn Write) -> io::Result<()> {
-    let n = io::copy(&mut data.take(e.size), w)?;
-    if n != e.size {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!(
-                "`{}`: content ended {} bytes short of its declared size",
-                e.display_path(),
-                e.size - n
-            ),
-        ));
-    }
-    Ok(())
-}
-
 fn read_cmdline(e: &Entry, data: &mut dyn Read) -> io::Result<Vec<u8>> {
     if e.size > MAX_CMDLINE {
         return Err(io::Error::new(
@@ -174,7 +130,7 @@ fn read_cmdline(e: &Entry, data: &mut dyn Read) -> io::Result<Vec<u8>> {
         ));
     }
     let mut v = Vec::with_capacity(e.size as usize);
-    copy_exact(e, data, &mut v)?;
+    io::copy(&mut Exact::new(e, data), &mut v)?;
     Ok(v)
 }
 
@@ -194,6 +150,10 @@ pub fn kernel_initrd_paths(dir: &Path, name: &str) -> [PathBuf; 3] {
         dir.join(format!("{name}-initrd.img")),
         dir.join(format!("{name}-cmdline")),
     ]
+}
+
+fn gone() -> io::Error {
+    io::Error::other("internal error: the initrd is gone")
 }
 
 enum InitrdFile {
@@ -236,7 +196,7 @@ impl KernelInitrdOutput {
         }
         match &mut self.initrd {
             InitrdFile::Compressing(i) => Ok(i),
-            _ => Err(io::Error::other("internal error: the initrd is gone")),
+            _ => Err(gone()),
         }
     }
 }
@@ -247,14 +207,14 @@ impl Sink for KernelInitrdOutput {
             Part::Cmdline => self.cmdline = read_cmdline(e, data)?,
             Part::Kernel => {
                 let mut f = AtomicFile::create(&self.paths[0]).map_err(io::Error::other)?;
-                copy_exact(e, data, &mut f)?;
+                io::copy(&mut Exact::new(e, data), &mut f)?;
                 self.kernel = Some(f);
             }
             Part::Ucode => match &mut self.initrd {
                 InitrdFile::Raw(f) => {
-                    copy_exact(e, data, f)?;
-                    let pad = ((4 - e.size % 4) % 4) as usize;
-                    f.write_all(&[0u8; 3][..pad])?;
+                    let mut w = Counting::new(f);
+                    io::copy(&mut Exact::new(e, data), &mut w)?;
+                    w.pad4()?;
                 }
                 _ => return Err(io::Error::other("boot/ucode.cpio after the initrd began")),
             },
@@ -272,14 +232,14 @@ impl Output for KernelInitrdOutput {
             .take()
             .ok_or_else(|| no_kernel("kernel+initrd"))?;
         self.split.warn("kernel+initrd");
-        self.compressing()?;
-        let InitrdFile::Compressing(initrd) = std::mem::replace(&mut self.initrd, InitrdFile::Gone)
-        else {
-            return Err(io::Error::other("internal error: the initrd is gone"));
+        let initrd = match std::mem::replace(&mut self.initrd, InitrdFile::Gone) {
+            InitrdFile::Raw(f) => Initrd::new(f),
+            InitrdFile::Compressing(i) => *i,
+            InitrdFile::Gone => return Err(gone()),
         };
         let mut cmdline = AtomicFile::create(&self.paths[2]).map_err(io::Error::other)?;
         cmdline.write_all(&self.cmdline)?;
-        (*initrd).finish()?.commit()?;
+        initrd.finish()?.commit()?;
         kernel.commit()?;
         cmdline.commit()
     }
@@ -290,7 +250,6 @@ pub struct TarKernelInitrdOutput {
     tar: TarSink<FileOut>,
     mtime: u64,
     split: Splitter,
-    kernel: bool,
     cmdline: Vec<u8>,
     ucode: Option<(File, u64)>,
     initrd: Option<Initrd<BufWriter<File>>>,
@@ -302,7 +261,6 @@ impl TarKernelInitrdOutput {
             tar: TarSink::new(out),
             mtime,
             split: Splitter::default(),
-            kernel: false,
             cmdline: Vec::new(),
             ucode: None,
             initrd: None,
@@ -318,6 +276,11 @@ fn spool() -> io::Result<File> {
     tempfile::tempfile()
 }
 
+/// An initrd compressed into a temporary file.
+fn spooled_initrd() -> io::Result<Initrd<BufWriter<File>>> {
+    Ok(Initrd::new(BufWriter::with_capacity(256 * 1024, spool()?)))
+}
+
 impl Sink for TarKernelInitrdOutput {
     fn append(&mut self, e: &Entry, data: &mut dyn Read) -> io::Result<()> {
         match self.split.classify(e) {
@@ -326,20 +289,19 @@ impl Sink for TarKernelInitrdOutput {
                 // The first member: streamed straight into the output.
                 let m = self.member("kernel", e.size);
                 self.tar.append(&m, data)?;
-                self.kernel = true;
             }
             Part::Ucode => {
                 let mut f = spool()?;
-                copy_exact(e, data, &mut f)?;
+                io::copy(&mut Exact::new(e, data), &mut f)?;
                 self.ucode = Some((f, e.size));
             }
             Part::Skip => {}
             Part::Initrd => {
                 if self.initrd.is_none() {
-                    if !self.kernel {
+                    if !self.split.kernel {
                         return Err(no_kernel("tar-kernel-initrd"));
                     }
-                    self.initrd = Some(Initrd::new(BufWriter::with_capacity(256 * 1024, spool()?)));
+                    self.initrd = Some(spooled_initrd()?);
                 }
                 if let Some(i) = &mut self.initrd {
                     i.append(e, data)?;
@@ -352,13 +314,13 @@ impl Sink for TarKernelInitrdOutput {
 
 impl Output for TarKernelInitrdOutput {
     fn finish(mut self: Box<Self>) -> io::Result<()> {
-        if !self.kernel {
+        if !self.split.kernel {
             return Err(no_kernel("tar-kernel-initrd"));
         }
         self.split.warn("tar-kernel-initrd");
         let initrd = match self.initrd.take() {
             Some(i) => i,
-            None => Initrd::new(BufWriter::new(spool()?)),
+            None => spooled_initrd()?,
         };
         let mut file = initrd.finish()?.into_inner().map_err(|e| e.into_error())?;
         let size = file.stream_position()?;
@@ -382,6 +344,7 @@ mod tests {
     use super::*;
     use crate::archive::append_bytes;
     use crate::output::cpio::tests::parse;
+    use crate::output::gzip::tests::gunzip;
     use crate::output::{Destination, Format, target};
 
     const T: u64 = 1_492_533_000;
@@ -422,26 +385,19 @@ mod tests {
         }
     }
 
-    fn gunzip(b: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        flate2::read::GzDecoder::new(b).read_to_end(&mut v).unwrap();
-        v
+    /// Writes a small build (`stream(true, cmdline)`) as `format`, named `sys`, in `dir`.
+    fn write_sys(format: Format, dir: &Path, cmdline: &str) -> crate::output::Target {
+        let t = target(Some(format), None, Some("sys"), Some(dir), None).unwrap();
+        let mut out = crate::output::open(&t, T).unwrap();
+        feed(out.as_mut(), &stream(true, cmdline));
+        out.finish().unwrap();
+        t
     }
 
     #[test]
     fn kernel_initrd_writes_three_files() {
         let d = tempfile::tempdir().unwrap();
-        let t = target(
-            Some(Format::KernelInitrd),
-            None,
-            Some("sys"),
-            Some(d.path()),
-            None,
-        )
-        .unwrap();
-        let mut out = crate::output::open(&t, T).unwrap();
-        feed(out.as_mut(), &stream(true, "console=ttyS0"));
-        out.finish().unwrap();
+        write_sys(Format::KernelInitrd, d.path(), "console=ttyS0");
         let [k, i, c] = kernel_initrd_paths(d.path(), "sys");
         assert_eq!(std::fs::read(&k).unwrap(), b"KERNEL");
         assert_eq!(std::fs::read(&c).unwrap(), b"console=ttyS0");
@@ -503,21 +459,11 @@ mod tests {
     #[test]
     fn tar_kernel_initrd_members_in_order() {
         let d = tempfile::tempdir().unwrap();
-        let t = target(
-            Some(Format::TarKernelInitrd),
-            None,
-            Some("sys"),
-            Some(d.path()),
-            None,
-        )
-        .unwrap();
+        let t = write_sys(Format::TarKernelInitrd, d.path(), "quiet");
         assert_eq!(
             t.destination,
             Destination::File(d.path().join("sys-initrd.tar"))
         );
-        let mut out = crate::output::open(&t, T).unwrap();
-        feed(out.as_mut(), &stream(true, "quiet"));
-        out.finish().unwrap();
         let tar = std::fs::read(d.path().join("sys-initrd.tar")).unwrap();
         let members = crate::archive::tests::read_all(&tar);
         let names: Vec<String> = members.iter().map(|(e, _)| e.display_path()).collect();
