@@ -53,12 +53,7 @@ const RESOLVE_AT_ONCE: usize = 4;
 
 /// Runs `imagesmith build`.
 pub fn run(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
-    let inputs = cli::inputs(&args.files);
-    let loaded = spec::load(&inputs).map_err(|d| anyhow!("invalid configuration:\n{d}"))?;
-    for w in &loaded.warnings {
-        log::warn!("{w}");
-    }
-    let spec = loaded.spec;
+    let spec = cli::load(&args.files)?.spec;
     let mtime = fixed_mtime()?;
     let last_input = args.files.last().filter(|f| *f != "-").map(Path::new);
     let target = output::target(
@@ -147,19 +142,18 @@ pub fn resolve_all(
     opts: &ResolveOptions,
     jobs: usize,
 ) -> anyhow::Result<HashMap<String, ImageInfo>> {
-    let results: Vec<_> = rt.block_on(async {
+    // Unordered: a slow pull does not hold back the next ones; sorted back to spec order.
+    let mut results: Vec<_> = rt.block_on(
         futures_util::stream::iter(uses.iter().enumerate())
             .map(|(i, u)| async move { (i, engine.resolve(&u.reference, opts).await) })
             .buffer_unordered(jobs)
-            .collect()
-            .await
-    });
-    let mut results = results;
+            .collect(),
+    );
     results.sort_by_key(|(i, _)| *i);
     let mut map = HashMap::new();
-    for (i, res) in results {
-        let info = res.with_context(|| format!("building {}", uses[i].what))?;
-        map.insert(uses[i].reference.to_string(), info);
+    for (u, (_, res)) in uses.iter().zip(results) {
+        let info = res.with_context(|| format!("building {}", u.what))?;
+        map.insert(u.reference.to_string(), info);
     }
     Ok(map)
 }
@@ -206,7 +200,6 @@ pub fn execute(
         })
         .collect::<anyhow::Result<_>>()?;
     let mut fetch = Prefetch::new(exports.clone(), queue, cx.jobs);
-    let ids = spec::id_map(cx.spec);
     for op in &plan.ops {
         match op {
             Op::Dir(d) => w.generated_dir(d, cx.mtime)?,
@@ -237,7 +230,7 @@ pub fn execute(
             Op::UserFile(i) => {
                 let f = &cx.spec.files[*i];
                 let source = cx.sources.get(*i).and_then(|s| s.as_deref());
-                user_file(&mut w, f, source, cx, &ids)
+                user_file(&mut w, f, source, cx, &plan.ids)
                     .with_context(|| format!("{}: files entry `{}`", f.pos, f.path))?;
             }
         }
@@ -250,11 +243,10 @@ fn write_err(e: io::Error) -> anyhow::Error {
     anyhow::Error::new(e).context("writing the output")
 }
 
-/// The output sink, with what the executor must remember about what it wrote: generated
-/// directories already written, and which ancestors of `files` entries the output has.
+/// The output sink, with what the executor must remember about what it wrote: which
+/// ancestors of `files` entries the output has.
 struct Writer<'a> {
     sink: &'a mut dyn Sink,
-    generated: HashSet<String>,
     /// Ancestors of `files` entries: the only paths whose presence matters.
     watch: HashSet<Name>,
     has: HashSet<Name>,
@@ -273,18 +265,15 @@ impl<'a> Writer<'a> {
         }
         Writer {
             sink,
-            generated: HashSet::new(),
             watch,
             has: HashSet::new(),
         }
     }
 
+    /// Writes a generated directory (0755, uid/gid 0).
     fn generated_dir(&mut self, path: &str, mtime: u64) -> anyhow::Result<()> {
-        if self.generated.insert(path.to_string()) {
-            let e = Entry::dir(path.as_bytes(), 0o755, mtime);
-            self.append(&e, &mut io::empty()).map_err(write_err)?;
-        }
-        Ok(())
+        let e = Entry::dir(path.as_bytes(), 0o755, mtime);
+        self.append(&e, &mut io::empty()).map_err(write_err)
     }
 }
 

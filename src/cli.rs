@@ -197,8 +197,9 @@ fn dry_run(args: &BuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the files, logging warnings; on failure prints every problem to standard error.
-fn load(files: &[String]) -> anyhow::Result<spec::Loaded> {
+/// Loads the files, logging warnings; on failure prints every problem to standard error
+/// (`validate`, `build` and `build --dry-run` alike).
+pub(crate) fn load(files: &[String]) -> anyhow::Result<spec::Loaded> {
     match spec::load(&inputs(files)) {
         Ok(loaded) => {
             for w in &loaded.warnings {

@@ -14,6 +14,7 @@
 //! directory only). The tag and the image id are printed on standard output, one line per
 //! package; the build log goes to standard error (`-v` for every step).
 
+use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Seek};
 use std::os::unix::ffi::OsStrExt;
@@ -25,9 +26,9 @@ use anyhow::{Context as _, anyhow, bail};
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures_util::StreamExt;
 
-use crate::archive::{Entry, Kind, Name, Sink, TarSink};
+use crate::archive::{Entry, Name, Sink, TarSink};
 use crate::cli::PkgBuildArgs;
-use crate::engine::docker::DockerEngine;
+use crate::engine::docker::{self, DockerEngine};
 
 /// The tag a package directory gets by default: `imagesmith/<name>:dev`.
 pub fn default_tag(dir: &Path) -> anyhow::Result<String> {
@@ -119,16 +120,23 @@ pub fn stage(dir: &Path, mtime: u64) -> anyhow::Result<fs::File> {
     Ok(file)
 }
 
+/// The names in directory `dir`, sorted.
+fn sorted_names(dir: &Path) -> anyhow::Result<Vec<OsString>> {
+    let mut names = fs::read_dir(dir)
+        .and_then(|entries| {
+            entries
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<io::Result<Vec<_>>>()
+        })
+        .with_context(|| format!("reading {}", dir.display()))?;
+    names.sort();
+    Ok(names)
+}
+
 /// Copies the directory tree `from` into the existing directory `to` (files, directories,
 /// symbolic links; anything else is an error naming it).
 fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    let mut names: Vec<_> = fs::read_dir(from)
-        .with_context(|| format!("reading {}", from.display()))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("reading {}", from.display()))?;
-    names.sort();
-    for n in names {
+    for n in sorted_names(from)? {
         let (src, dst) = (from.join(&n), to.join(&n));
         let meta =
             fs::symlink_metadata(&src).with_context(|| format!("reading {}", src.display()))?;
@@ -155,13 +163,7 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
 /// Appends the tree at `dir` (archive path `prefix`) to `tar`, sorted by name, uid/gid 0,
 /// time `mtime`, modes as on disk.
 fn add_tree(tar: &mut dyn Sink, dir: &Path, prefix: Name, mtime: u64) -> anyhow::Result<()> {
-    let mut names: Vec<_> = fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("reading {}", dir.display()))?;
-    names.sort();
-    for n in names {
+    for n in sorted_names(dir)? {
         let path = dir.join(&n);
         let mut name = prefix.clone();
         if !name.is_empty() {
@@ -179,13 +181,7 @@ fn add_tree(tar: &mut dyn Sink, dir: &Path, prefix: Name, mtime: u64) -> anyhow:
             add_tree(tar, &path, name, mtime)?;
         } else if ft.is_symlink() {
             let t = fs::read_link(&path).with_context(|| format!("reading {}", path.display()))?;
-            let e = Entry::new(
-                name,
-                Kind::Symlink(t.as_os_str().as_bytes().to_vec()),
-                0o777,
-                mtime,
-                0,
-            );
+            let e = Entry::symlink(name, t.as_os_str().as_bytes(), 0o777, mtime);
             tar.append(&e, &mut io::empty()).map_err(write)?;
         } else if ft.is_file() {
             let mut f =
@@ -220,7 +216,7 @@ async fn build(engine: &DockerEngine, context: fs::File, tag: &str) -> anyhow::R
     let mut stream = engine.docker().build_image(opts, None, Some(body));
     let mut id = None;
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| anyhow!("{}", engine_message(&e)))?;
+        let info = item.map_err(|e| anyhow!("{}", docker::message(&e)))?;
         if let Some(err) = info.error_detail.and_then(|d| d.message) {
             bail!("{}", err.trim());
         }
@@ -241,19 +237,10 @@ async fn build(engine: &DockerEngine, context: fs::File, tag: &str) -> anyhow::R
     id.ok_or_else(|| anyhow!("the engine did not report an image id"))
 }
 
-/// The engine's own words for a failure.
-fn engine_message(e: &bollard::errors::Error) -> String {
-    use bollard::errors::Error as E;
-    match e {
-        E::DockerResponseServerError { message, .. } => message.trim().to_string(),
-        E::DockerStreamError { error } => error.trim().to_string(),
-        other => other.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::Kind;
 
     #[test]
     fn default_tags() {

@@ -16,7 +16,7 @@ use crate::spec::{self, ImageEntry, Spec, Volume, validate};
 /// One step of writing the output, in output order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    /// A generated directory (0755, uid/gid 0, fixed time); written once per output.
+    /// A generated directory (0755, uid/gid 0, fixed time); a plan names each one once.
     Dir(String),
     /// A generated file (0644, uid/gid 0, fixed time).
     File { path: String, data: Vec<u8> },
@@ -45,6 +45,8 @@ pub struct KernelOp {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub ops: Vec<Op>,
+    /// User and group names to ids ([`spec::id_map`]), for the `files` entries' `uid`/`gid`.
+    pub ids: BTreeMap<String, u32>,
 }
 
 impl Plan {
@@ -121,12 +123,7 @@ pub fn images(spec: &Spec) -> Vec<ImageUse> {
             add(&i.reference, format!("volume `{}`", v.name));
         }
     }
-    let sections = [
-        (Section::Onboot, &spec.onboot),
-        (Section::Onshutdown, &spec.onshutdown),
-        (Section::Services, &spec.services),
-    ];
-    for (section, entries) in sections {
+    for (section, entries) in sections(spec) {
         for e in entries {
             add(&e.image.reference, section.what(&e.name));
         }
@@ -141,12 +138,30 @@ enum Section {
     Services,
 }
 
+/// The bundle sections of `spec`, in output order.
+fn sections(spec: &Spec) -> [(Section, &[ImageEntry]); 3] {
+    [
+        (Section::Onboot, spec.onboot.as_slice()),
+        (Section::Onshutdown, spec.onshutdown.as_slice()),
+        (Section::Services, spec.services.as_slice()),
+    ]
+}
+
 impl Section {
-    fn dir(self, index: usize, name: &str) -> String {
+    /// The directory holding the section's bundles.
+    fn parent(self) -> &'static str {
         match self {
-            Section::Onboot => format!("containers/onboot/{index:03}-{name}"),
-            Section::Onshutdown => format!("containers/onshutdown/{index:03}-{name}"),
-            Section::Services => format!("containers/services/{name}"),
+            Section::Onboot => "containers/onboot",
+            Section::Onshutdown => "containers/onshutdown",
+            Section::Services => "containers/services",
+        }
+    }
+    /// The directory of the bundle of entry `index`, named `name`.
+    fn dir(self, index: usize, name: &str) -> String {
+        let parent = self.parent();
+        match self {
+            Section::Onboot | Section::Onshutdown => format!("{parent}/{index:03}-{name}"),
+            Section::Services => format!("{parent}/{name}"),
         }
     }
     fn what(self, name: &str) -> String {
@@ -199,9 +214,13 @@ pub fn plan(spec: &Spec, images: &HashMap<String, ImageInfo>) -> Result<Plan, Pl
             resolv: Resolv::Symlink,
         });
     }
+    // `containers/`, once, before the volumes and bundles in it.
+    let bundles = sections(spec);
+    if !spec.volumes.is_empty() || bundles.iter().any(|(_, entries)| !entries.is_empty()) {
+        ops.push(Op::Dir("containers".into()));
+    }
     // 3. volumes
     if !spec.volumes.is_empty() {
-        ops.push(Op::Dir("containers".into()));
         ops.push(Op::Dir("containers/volumes".into()));
     }
     for v in &spec.volumes {
@@ -222,21 +241,11 @@ pub fn plan(spec: &Spec, images: &HashMap<String, ImageInfo>) -> Result<Plan, Pl
     // 4-6. bundles
     let ids = spec::id_map(spec);
     let mut first_copy: HashMap<String, String> = HashMap::new();
-    let sections = [
-        (Section::Onboot, &spec.onboot, "containers/onboot"),
-        (
-            Section::Onshutdown,
-            &spec.onshutdown,
-            "containers/onshutdown",
-        ),
-        (Section::Services, &spec.services, "containers/services"),
-    ];
-    for (section, entries, parent) in sections {
+    for (section, entries) in bundles {
         if entries.is_empty() {
             continue;
         }
-        ops.push(Op::Dir("containers".into()));
-        ops.push(Op::Dir(parent.into()));
+        ops.push(Op::Dir(section.parent().into()));
         for (i, e) in entries.iter().enumerate() {
             bundle(
                 &mut ops,
@@ -254,7 +263,7 @@ pub fn plan(spec: &Spec, images: &HashMap<String, ImageInfo>) -> Result<Plan, Pl
     for i in 0..spec.files.len() {
         ops.push(Op::UserFile(i));
     }
-    Ok(Plan { ops })
+    Ok(Plan { ops, ids })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -338,4 +347,49 @@ fn bundle(
         data: oci::runtime_json(&cfg.runtime, mounts),
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_generated_directory_once_in_first_use_order() {
+        let yaml = "init:\n  - i/init:1\nvolumes:\n  - name: v\nonboot:\n  - name: a\n    image: i/a:1\n    command: [x]\nservices:\n  - name: s\n    image: i/a:1\n    command: [x]\n    readonly: true\n";
+        let spec = spec::load_text(&[("t.yml", yaml)]).unwrap().spec;
+        let images = images(&spec)
+            .iter()
+            .map(|u| (u.reference.to_string(), ImageInfo::default()))
+            .collect();
+        let p = plan(&spec, &images).unwrap();
+        let dirs: Vec<&str> = p
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Dir(d) => Some(d.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            dirs,
+            [
+                "containers",
+                "containers/volumes",
+                "containers/volumes/v",
+                "containers/volumes/v/lower",
+                "containers/volumes/v/tmp",
+                "containers/volumes/v/merged",
+                "containers/onboot",
+                "containers/onboot/000-a",
+                "containers/onboot/000-a/lower",
+                "containers/onboot/000-a/tmp",
+                "containers/onboot/000-a/rootfs",
+                "containers/services",
+                "containers/services/s",
+                "containers/services/s/rootfs",
+            ]
+        );
+        assert!(matches!(&p.ops[0], Op::Image { prefix, .. } if prefix.is_empty()));
+        assert_eq!(p.ops[1], Op::Dir("containers".into()));
+    }
 }

@@ -51,10 +51,12 @@ pub struct Credentials {
 impl Credentials {
     /// Reads `DOCKER_CONFIG`, else `~/.docker`, as the docker CLI does.
     pub fn from_env() -> Credentials {
-        let dir = std::env::var_os("DOCKER_CONFIG")
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker")));
+        let dir = config_dir(
+            std::env::var_os("DOCKER_CONFIG")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
+            std::env::var_os("HOME").map(PathBuf::from).as_deref(),
+        );
         Credentials::in_dir(dir)
     }
 
@@ -93,6 +95,12 @@ impl Credentials {
         .await
         .cloned()
     }
+}
+
+/// The docker CLI's configuration directory: `DOCKER_CONFIG` (`docker_config`), else
+/// `<home>/.docker`.
+pub fn config_dir(docker_config: Option<PathBuf>, home: Option<&Path>) -> Option<PathBuf> {
+    docker_config.or_else(|| home.map(|h| h.join(".docker")))
 }
 
 /// The key of `domain` in `config.json`.

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bollard::{API_DEFAULT_VERSION, Docker};
 
-use super::EngineError;
 use super::docker::message;
+use super::{EngineError, auth};
 
 /// The docker CLI's default.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -140,8 +140,7 @@ impl Address {
                 let dir = env
                     .cert_path
                     .clone()
-                    .or_else(|| env.config_dir.clone())
-                    .or_else(|| env.home.as_ref().map(|h| h.join(".docker")))
+                    .or_else(|| auth::config_dir(env.config_dir.clone(), env.home.as_deref()))
                     .ok_or_else(|| {
                         bad(
                             "DOCKER_TLS_VERIFY is set but neither DOCKER_CERT_PATH nor HOME is"

@@ -27,7 +27,6 @@ use crate::spec::reference::Reference;
 /// The Docker engine.
 pub struct DockerEngine {
     docker: Docker,
-    address: Address,
     owner: Owner,
     credentials: Credentials,
     progress: Progress,
@@ -50,7 +49,6 @@ impl DockerEngine {
         let docker = connect::connect(address).await?;
         Ok(DockerEngine {
             docker,
-            address: address.clone(),
             owner: Owner::current(),
             credentials,
             progress: Progress::quiet(),
@@ -61,15 +59,6 @@ impl DockerEngine {
     pub fn with_progress(mut self, progress: Progress) -> DockerEngine {
         self.progress = progress;
         self
-    }
-
-    pub fn address(&self) -> &Address {
-        &self.address
-    }
-
-    /// Who this process is, as its containers' labels say.
-    pub fn owner(&self) -> &Owner {
-        &self.owner
     }
 
     pub fn docker(&self) -> &Docker {

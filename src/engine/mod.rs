@@ -186,7 +186,6 @@ pub struct Exports {
     rt: Handle,
     live: Arc<Mutex<Live>>,
     progress: Progress,
-    idle_timeout: Duration,
 }
 
 impl Exports {
@@ -196,7 +195,6 @@ impl Exports {
             rt,
             live: Arc::new(Mutex::new(Live::default())),
             progress: Progress::quiet(),
-            idle_timeout: EXPORT_IDLE_TIMEOUT,
         }
     }
 
@@ -204,16 +202,6 @@ impl Exports {
     pub fn with_progress(mut self, progress: Progress) -> Exports {
         self.progress = progress;
         self
-    }
-
-    /// Changes how long an export may send nothing before it is an error.
-    pub fn with_idle_timeout(mut self, idle: Duration) -> Exports {
-        self.idle_timeout = idle;
-        self
-    }
-
-    pub fn engine(&self) -> &Arc<dyn Engine> {
-        &self.engine
     }
 
     /// Containers created and not removed yet.
@@ -265,7 +253,7 @@ impl Exports {
             lock(&live).creating -= 1;
             Ok::<_, EngineError>(id)
         })?;
-        let stream = idle_timeout(self.engine.export(&id), self.idle_timeout);
+        let stream = idle_timeout(self.engine.export(&id), EXPORT_IDLE_TIMEOUT);
         let reader = SyncIoBridge::new_with_handle(StreamReader::new(stream), self.rt.clone());
         Ok(ExportReader {
             inner: Some(reader),
@@ -366,10 +354,6 @@ pub struct ExportReader {
 }
 
 impl ExportReader {
-    pub fn container(&self) -> &str {
-        &self.container
-    }
-
     /// Reads what is left of the stream, up to [`DRAIN_LIMIT`]: a tar reader stops at the
     /// end-of-archive block, before the stream's end. Reaching the end means the export
     /// was whole.
