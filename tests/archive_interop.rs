@@ -2,11 +2,17 @@
 //! long names and link targets, binary extended attributes, big ids, devices, fifos,
 //! setuid bits.
 
+mod common;
+
+use std::path::PathBuf;
 use std::process::Command;
 
+use common::run_ok;
 use imagesmith::archive::{Entry, Kind, TarSink, append_bytes};
 
-fn sample() -> (Vec<u8>, Vec<Entry>) {
+/// The sample entries written as `t.tar` in a new temporary directory (returned with the
+/// path, to keep it), and the entries.
+fn sample() -> (tempfile::TempDir, PathBuf, Vec<Entry>) {
     let long = "dir/".repeat(60) + "file";
     let target = "../".repeat(70) + "target";
     let mut f = Entry::file(long.clone(), 0o4755, 1_577_836_800, 5);
@@ -31,15 +37,15 @@ fn sample() -> (Vec<u8>, Vec<Entry>) {
         let data: &[u8] = if e.kind == Kind::File { b"hello" } else { b"" };
         append_bytes(&mut sink, e, data).unwrap();
     }
-    (sink.finish().unwrap(), entries)
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.tar");
+    std::fs::write(&path, sink.finish().unwrap()).unwrap();
+    (dir, path, entries)
 }
 
 #[test]
 fn python_tarfile_reads_what_we_write() {
-    let (tar, entries) = sample();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.tar");
-    std::fs::write(&path, &tar).unwrap();
+    let (_dir, path, entries) = sample();
     let script = r#"
 import sys, tarfile
 for m in tarfile.open(sys.argv[1]):
@@ -47,17 +53,7 @@ for m in tarfile.open(sys.argv[1]):
     print("|".join([m.name, str(m.type, "ascii"), oct(m.mode), str(m.uid), str(m.gid), m.linkname,
                     str(m.devmajor), str(m.devminor), str(len(x.encode("utf-8", "surrogateescape")))]))
 "#;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(Command::new("python3").arg("-c").arg(script).arg(&path));
     let lines: Vec<String> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -82,19 +78,11 @@ for m in tarfile.open(sys.argv[1]):
 
 #[test]
 fn gnu_tar_lists_what_we_write() {
-    let (tar, entries) = sample();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.tar");
-    std::fs::write(&path, &tar).unwrap();
-    let out = Command::new("tar")
-        .args(["--numeric-owner", "-tvf"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (dir, path, entries) = sample();
+    let out = run_ok(
+        Command::new("tar")
+            .args(["--numeric-owner", "-tvf"])
+            .arg(&path),
     );
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -118,13 +106,12 @@ fn gnu_tar_lists_what_we_write() {
     // And it extracts the capability (GNU tar restores security.* xattrs with --xattrs).
     let x = dir.path().join("x");
     std::fs::create_dir(&x).unwrap();
-    let st = Command::new("tar")
-        .args(["--xattrs", "--xattrs-include=*", "-xf"])
-        .arg(&path)
-        .arg("-C")
-        .arg(&x)
-        .arg(String::from_utf8_lossy(&entries[1].path).to_string())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    run_ok(
+        Command::new("tar")
+            .args(["--xattrs", "--xattrs-include=*", "-xf"])
+            .arg(&path)
+            .arg("-C")
+            .arg(&x)
+            .arg(String::from_utf8_lossy(&entries[1].path).to_string()),
+    );
 }

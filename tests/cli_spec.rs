@@ -2,13 +2,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use assert_cmd::Command;
 use imagesmith::spec;
 
 fn path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+    common::repo().join(rel)
 }
 
 fn imagesmith() -> Command {

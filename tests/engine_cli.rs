@@ -13,22 +13,16 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::engine::{Certs, ENGINE_SOCKET, Registry, TlsProxy};
-use common::{TestImage, containers, docker, require_engine, tar_text, unique};
+use common::{
+    TestImage, containers, docker, labelled_container, other_arch, require_engine, tar_text, unique,
+};
 
-/// A build command with a clean environment: no DOCKER_* from the caller, an empty
-/// DOCKER_CONFIG unless the test sets one, no RUST_LOG.
+/// A build command with a clean environment: no DOCKER_* and no RUST_LOG from the caller
+/// (`common::imagesmith` removes them), DOCKER_CONFIG `config` (an empty directory unless the
+/// test gives one).
 fn imagesmith_in(config: &Path) -> Command {
     require_engine();
     let mut c = common::imagesmith();
-    for k in [
-        "DOCKER_HOST",
-        "DOCKER_TLS_VERIFY",
-        "DOCKER_TLS",
-        "DOCKER_CERT_PATH",
-        "RUST_LOG",
-    ] {
-        c.env_remove(k);
-    }
     c.env("DOCKER_CONFIG", config);
     c.stdin(Stdio::null());
     c
@@ -230,8 +224,7 @@ fn a_missing_image_and_a_platform_mismatch_are_errors_naming_the_image() {
     );
 
     let image = TestImage::new("cli-platform");
-    let arch = docker(&["version", "--format", "{{.Server.Arch}}"]);
-    let other = if arch == "arm64" { "amd64" } else { "arm64" };
+    let other = other_arch();
     let y = yaml(dir.path(), &[&image.name]);
     let mut c = imagesmith_in(dir.path());
     c.arg("build")
@@ -322,28 +315,27 @@ fn signal(child: &Child, sig: libc::c_int) {
     assert_eq!(rc, 0, "kill failed");
 }
 
-#[test]
-fn ctrl_c_while_an_export_is_blocked_exits_130_and_removes_the_container() {
-    let image = TestImage::new("cli-sigint");
+/// Sends `sig` to a build blocked in its export: it exits with `code` and leaves no
+/// container (`what` names the test image).
+fn interrupt_blocked(what: &str, sig: libc::c_int, code: i32) {
+    let image = TestImage::new(what);
     let dir = tempfile::tempdir().expect("dir");
     let mut child = blocked_build(&image, dir.path());
     let pid = child.id();
-    signal(&child, libc::SIGINT);
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(45)), Some(130));
+    signal(&child, sig);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(45)), Some(code));
     assert_no_containers_of(pid);
     assert!(image.containers().is_empty());
 }
 
 #[test]
+fn ctrl_c_while_an_export_is_blocked_exits_130_and_removes_the_container() {
+    interrupt_blocked("cli-sigint", libc::SIGINT, 130);
+}
+
+#[test]
 fn sigterm_while_an_export_is_blocked_exits_143_and_removes_the_container() {
-    let image = TestImage::new("cli-sigterm");
-    let dir = tempfile::tempdir().expect("dir");
-    let mut child = blocked_build(&image, dir.path());
-    let pid = child.id();
-    signal(&child, libc::SIGTERM);
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(45)), Some(143));
-    assert_no_containers_of(pid);
-    assert!(image.containers().is_empty());
+    interrupt_blocked("cli-sigterm", libc::SIGTERM, 143);
 }
 
 #[test]
@@ -359,14 +351,7 @@ fn the_next_run_removes_what_a_sigkilled_run_left_and_nothing_of_live_runs() {
 
     // A container of a live run on this host (this test process): must survive.
     let me = imagesmith::engine::owner::Owner::current();
-    let mut args = vec!["create".to_string()];
-    for (k, v) in me.labels() {
-        args.push("--label".into());
-        args.push(format!("{k}={v}"));
-    }
-    args.push(image.id.clone());
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let live = docker(&refs);
+    let live = labelled_container(&image, me.labels());
 
     let other = TestImage::new("cli-sigkill-next");
     let y = yaml(dir.path(), &[&other.name]);
@@ -396,22 +381,37 @@ fn a_terminal_gets_progress_bars() {
     let dir = tempfile::tempdir().expect("dir");
     let y = yaml(dir.path(), &[&image.name]);
     let out_tar = dir.path().join("out.tar");
+    let pid_file = dir.path().join("imagesmith.pid");
+    // The shell `script` starts writes its pid and becomes imagesmith (`exec`), so the file
+    // holds imagesmith's pid, the one its containers are labelled with.
     let line = format!(
-        "'{}' build '{}' -o '{}'",
+        "echo $$ > '{}'; exec '{}' build '{}' -o '{}'",
+        pid_file.display(),
         env!("CARGO_BIN_EXE_imagesmith"),
         y.display(),
         out_tar.display()
     );
-    // `script` (util-linux) runs the build with a pseudo-terminal as standard error.
+    // `script` (util-linux) runs the build with a pseudo-terminal as standard error, in the
+    // environment of the other builds here (`imagesmith_in`).
+    let env = imagesmith_in(dir.path());
     let mut c = Command::new("script");
+    for (k, v) in env.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
     c.args(["-qec", &line, "/dev/null"])
         .env("TERM", "xterm")
-        .env("DOCKER_CONFIG", dir.path())
-        .env_remove("DOCKER_HOST")
-        .env_remove("RUST_LOG")
+        .env("SHELL", "/bin/sh")
         .stdin(Stdio::null());
-    require_engine();
-    let o = run(c);
+    let o = c.output().expect("script runs");
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .expect("the shell wrote imagesmith's pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert_no_containers_of(pid);
     let shown = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{shown}");
     assert_eq!(marker_in(&out_tar), image.name);

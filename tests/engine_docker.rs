@@ -10,7 +10,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use common::engine::{Certs, ENGINE_SOCKET, Registry, TlsProxy, free_port};
-use common::{TestImage, containers, docker, require_engine, runtime, tar_text, unique};
+use common::{
+    TestImage, containers, docker, engine_arch, labelled_container, other_arch, require_engine,
+    runtime, tar_text, unique,
+};
 use imagesmith::engine::auth::Credentials;
 use imagesmith::engine::connect::{Address, Env};
 use imagesmith::engine::docker::DockerEngine;
@@ -51,10 +54,6 @@ fn marker_of(mut reader: impl Read) -> String {
     let mut tar = Vec::new();
     reader.read_to_end(&mut tar).expect("reading the export");
     tar_text(&tar, "marker")
-}
-
-fn engine_arch() -> String {
-    docker(&["version", "--format", "{{.Server.Arch}}"])
 }
 
 #[test]
@@ -124,11 +123,7 @@ fn a_platform_mismatch_names_the_image_and_the_platform() {
     let rt = runtime();
     let image = TestImage::new("platform");
     let engine = connect(&rt, &local_env(), no_credentials());
-    let other = if engine_arch() == "arm64" {
-        "amd64"
-    } else {
-        "arm64"
-    };
+    let other = other_arch();
     let opts = ResolveOptions {
         always_pull: false,
         platform: Some(format!("linux/{other}")),
@@ -277,18 +272,6 @@ fn an_unreachable_engine_is_one_clear_error() {
     assert!(msg.contains("DOCKER_HOST"), "{msg}");
 }
 
-/// Creates a container of `image` with imagesmith's labels as given.
-fn labelled_container(image: &TestImage, labels: &[(&str, String)]) -> String {
-    let mut args: Vec<String> = vec!["create".into()];
-    for (k, v) in labels {
-        args.push("--label".into());
-        args.push(format!("{k}={v}"));
-    }
-    args.push(image.id.clone());
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    docker(&refs)
-}
-
 #[test]
 fn containers_of_dead_runs_on_this_host_are_removed_and_no_others() {
     let rt = runtime();
@@ -312,13 +295,13 @@ fn containers_of_dead_runs_on_this_host_are_removed_and_no_others() {
         }
         l
     };
-    let dead = labelled_container(&image, &base(&me.host, dead_pid, Some(1)));
+    let dead = labelled_container(&image, base(&me.host, dead_pid, Some(1)));
     // This process, alive: never removed.
-    let live = labelled_container(&image, &base(&me.host, me.pid, me.start));
+    let live = labelled_container(&image, base(&me.host, me.pid, me.start));
     // The pid of a live process but another start time: the pid was reused, the run is gone.
-    let reused = labelled_container(&image, &base(&me.host, me.pid, me.start.map(|s| s + 1)));
+    let reused = labelled_container(&image, base(&me.host, me.pid, me.start.map(|s| s + 1)));
     // Another host's: not ours to judge.
-    let elsewhere = labelled_container(&image, &base(&unique("host"), dead_pid, Some(1)));
+    let elsewhere = labelled_container(&image, base(&unique("host"), dead_pid, Some(1)));
 
     let engine = connect(&rt, &local_env(), no_credentials());
     let removed = rt.block_on(engine.remove_stale());

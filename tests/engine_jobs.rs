@@ -10,14 +10,15 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::oci::image_ref;
 use common::runtime;
 use imagesmith::archive::{self, Entry, Sink, TarSink};
 use imagesmith::build::{self, Context};
 use imagesmith::engine::fake::{Event, FakeEngine};
 use imagesmith::engine::{Engine, Exports, ImageInfo, ResolveOptions};
-use imagesmith::plan;
+use imagesmith::plan::{self, Plan};
+use imagesmith::spec::Spec;
 use imagesmith::spec::reference::Reference;
-use imagesmith::spec::{ImageRef, Pos, Spec};
 
 const IMAGES: usize = 4;
 
@@ -44,18 +45,7 @@ fn image_tar(i: usize) -> Vec<u8> {
 
 fn spec(n: usize) -> Spec {
     let init = (0..n)
-        .map(|i| {
-            let s = format!("test/jobs{i}:1");
-            ImageRef {
-                original: s.clone(),
-                reference: Reference::parse(&s).expect("valid reference"),
-                pos: Pos {
-                    file: "t.yml".into(),
-                    line: 1,
-                    column: 1,
-                },
-            }
-        })
+        .map(|i| image_ref(&format!("test/jobs{i}:1")))
         .collect();
     Spec {
         init,
@@ -90,6 +80,20 @@ fn run_with(
     jobs: usize,
     sink: &mut dyn Sink,
 ) -> (anyhow::Result<()>, Arc<FakeEngine>, Exports) {
+    with_plan(rt, engine, spec, jobs, |p, cx, exports| {
+        build::execute(p, cx, exports, sink)
+    })
+}
+
+/// Resolves and plans `spec` on `engine`, then calls `execute` with the plan, the context
+/// and the exports; returns what it returned, the engine and the exports.
+fn with_plan<R>(
+    rt: &tokio::runtime::Runtime,
+    engine: FakeEngine,
+    spec: &Spec,
+    jobs: usize,
+    execute: impl FnOnce(&Plan, &Context, &Exports) -> R,
+) -> (R, Arc<FakeEngine>, Exports) {
     let engine = Arc::new(engine);
     let dynengine: Arc<dyn Engine> = engine.clone();
     let images = build::resolve_all(
@@ -109,7 +113,7 @@ fn run_with(
         mtime: 1,
         jobs,
     };
-    let res = build::execute(&p, &cx, &exports, sink);
+    let res = execute(&p, &cx, &exports);
     (res, engine, exports)
 }
 
@@ -256,32 +260,15 @@ fn containers_are_removed_when_the_output_fails() {
 fn containers_are_removed_on_a_panic() {
     let rt = runtime();
     let spec = spec(IMAGES);
-    let engine = Arc::new(engine(IMAGES));
-    let dynengine: Arc<dyn Engine> = engine.clone();
-    let images = build::resolve_all(
-        &rt,
-        dynengine.as_ref(),
-        &plan::images(&spec),
-        &ResolveOptions::default(),
-        3,
-    )
-    .expect("resolve");
-    let p = plan::plan(&spec, &images).expect("plan");
-    let exports = Exports::new(dynengine, rt.handle().clone());
-    let cx = Context {
-        spec: &spec,
-        images: &images,
-        sources: &[],
-        mtime: 1,
-        jobs: 3,
-    };
     let mut sink = Failing {
         left: 2,
         panic: true,
     };
-    let caught = catch_unwind(AssertUnwindSafe(|| {
-        let _ = build::execute(&p, &cx, &exports, &mut sink);
-    }));
+    let (caught, engine, exports) = with_plan(&rt, engine(IMAGES), &spec, 3, |p, cx, exports| {
+        catch_unwind(AssertUnwindSafe(|| {
+            let _ = build::execute(p, cx, exports, &mut sink);
+        }))
+    });
     assert!(caught.is_err(), "the sink panicked");
     assert!(
         engine.live_containers().is_empty(),

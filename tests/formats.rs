@@ -387,35 +387,30 @@ fn docker_format_builds_into_an_image() {
     build(&yml, &["-f", "docker", "-o", out.to_str().expect("utf-8")]);
     let tag = format!("{}:1", unique("docker-format"));
     remove_at_exit(&tag);
+    // `docker` cannot give the build its own environment: the same local-engine command.
     let built = run_ok(
-        Command::new("docker")
+        docker_command()
             .env("DOCKER_BUILDKIT", "0")
             .args(["build", "-q", "--network", "none", "-t", &tag, "-"])
             .stdin(fs::File::open(&out).expect("open")),
     );
     assert!(String::from_utf8_lossy(&built.stdout).starts_with("sha256:"));
-    let inspect = run_ok(Command::new("docker").args([
+    let entrypoint = docker(&[
         "image",
         "inspect",
         "--format",
         "{{json .Config.Entrypoint}}",
         &tag,
-    ]));
-    assert_eq!(
-        String::from_utf8_lossy(&inspect.stdout).trim(),
-        r#"["/bin/rc.init"]"#
-    );
-    // The image holds the system: export it and look for what the build placed.
-    let cid = String::from_utf8_lossy(
-        &run_ok(Command::new("docker").args(["create", &tag, "/dev/null"])).stdout,
-    )
-    .trim()
-    .to_string();
-    let exported = Command::new("docker")
+    ]);
+    assert_eq!(entrypoint, r#"["/bin/rc.init"]"#);
+    // The image holds the system: export it and look for what the build placed. (A tar is
+    // binary: `docker` returns text, so the export runs as a command of its own.)
+    let cid = docker(&["create", &tag, "/dev/null"]);
+    let exported = docker_command()
         .args(["export", &cid])
         .output()
         .expect("docker export");
-    run_ok(Command::new("docker").args(["rm", "-f", &cid]));
+    docker(&["rm", "-f", &cid]);
     assert!(exported.status.success());
     let members = read_tar(&exported.stdout);
     let has = |p: &str| members.iter().any(|m| m.path == p);

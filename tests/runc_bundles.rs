@@ -12,63 +12,23 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::pkg::start_bundle_script;
+use common::pkg::start_bundle;
 use common::*;
+use imagesmith::oci::caps;
 
-/// Capability bit numbers as the kernel defines them (`linux/capability.h`), written out here
-/// on purpose rather than taken from `oci::caps`: the masks read from `/proc` are checked
-/// against an independent table.
-const CAPS: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
-/// The `/proc/<pid>/status` mask of a list of capability names.
+/// The `/proc/<pid>/status` mask of a list of capability names (bit `n` for `caps::ALL[n]`,
+/// the kernel's numbering).
 fn mask(list: &serde_json::Value) -> u64 {
     list.as_array()
         .map(|a| {
             a.iter()
                 .filter_map(|c| c.as_str())
-                .map(|c| 1u64 << CAPS.iter().position(|x| *x == c).expect("known capability"))
+                .map(|c| {
+                    1u64 << caps::ALL
+                        .iter()
+                        .position(|x| *x == c)
+                        .expect("known capability")
+                })
                 .fold(0, |m, b| m | b)
         })
         .unwrap_or(0)
@@ -83,16 +43,12 @@ fn fields(out: &str) -> BTreeMap<String, String> {
 }
 
 fn run_bundle(root: &Path, bundle: &str) -> (i32, String) {
-    let script = start_bundle_script();
     let name = format!(
         "{}-{}",
         unique("runc"),
         bundle.rsplit('/').next().unwrap_or("b")
     );
-    let out = Command::new("sh")
-        .arg(&script)
-        .arg("--root")
-        .arg(root)
+    let out = start_bundle(root)
         .args(["--name", &name])
         .arg(root.join(bundle))
         .output()
@@ -151,8 +107,7 @@ fn bundles_run_under_runc_as_configured() {
         ),
     );
     let out = dir.path().join("out.tar");
-    let m = run_measured(imagesmith().arg("build").arg(&yml).arg("-o").arg(&out));
-    assert_eq!(m.status, 0, "build failed: {}", m.stderr);
+    run_ok(imagesmith().arg("build").arg(&yml).arg("-o").arg(&out));
     let root = dir.path().join("root");
     fs::create_dir(&root).unwrap();
     run_ok(

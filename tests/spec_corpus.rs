@@ -6,31 +6,16 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::yml_files;
 use imagesmith::spec::{self, Input};
 
 fn corpus() -> PathBuf {
     common::shared_dir().join("linuxkit-corpus")
 }
 
-fn yml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            yml_files(&p, out);
-        } else if p.extension().is_some_and(|e| e == "yml" || e == "yaml") {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn every_valid_linuxkit_file_validates() {
-    let mut files = Vec::new();
-    yml_files(&corpus().join("valid"), &mut files);
+    let files = yml_files(&corpus().join("valid"));
     assert_eq!(files.len(), 178, "the corpus should hold 178 valid files");
     let mut failures = Vec::new();
     for f in &files {
@@ -56,8 +41,7 @@ fn line_range(p: &Path) -> (u32, u32) {
 
 #[test]
 fn the_invalid_linuxkit_files_are_rejected_in_range() {
-    let mut files = Vec::new();
-    yml_files(&corpus().join("invalid"), &mut files);
+    let files = yml_files(&corpus().join("invalid"));
     assert_eq!(files.len(), 2);
     for f in &files {
         let (lo, hi) = line_range(f);

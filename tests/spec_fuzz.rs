@@ -5,13 +5,10 @@
 
 mod common;
 
-use std::path::Path;
-
 use imagesmith::spec;
 use proptest::prelude::*;
 
 fn seeds() -> Vec<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut out = Vec::new();
     for rel in [
         "../shared/golden/specs/01-layouts.yml",
@@ -25,7 +22,7 @@ fn seeds() -> Vec<String> {
     ] {
         let file = match rel.strip_prefix("../shared/") {
             Some(r) => common::shared_dir().join(r),
-            None => root.join(rel),
+            None => common::repo().join(rel),
         };
         out.push(std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{rel}: {e}")));
     }

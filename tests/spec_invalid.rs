@@ -3,24 +3,15 @@
 //! that line only. The messages themselves are snapshotted; `tests/spec_mixed/` holds files
 //! with several problems whose complete diagnostic lists are snapshotted.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::yml_files;
 use imagesmith::spec::{self, Input};
 
 fn dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join(name)
-}
-
-fn yml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yml"))
-        .collect();
-    files.sort();
-    files
+    common::repo().join("tests").join(name)
 }
 
 /// The diagnostics of loading `path`, with the directory part of file names removed.

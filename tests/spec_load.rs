@@ -3,27 +3,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
+use common::{repo, yml_files};
 use imagesmith::spec::{self, Id, Input, MetadataFormat};
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn yml_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    files.retain(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"));
-    files.sort();
-    Ok(files)
-}
 
 #[test]
 fn golden_specs_validate() {
-    let files =
-        yml_in(&common::shared_dir().join("golden/specs")).expect("listing the golden specs");
+    let files = yml_files(&common::shared_dir().join("golden/specs"));
     assert_eq!(files.len(), 4);
     for f in files {
         let l = spec::load(&[Input::Path(f.clone())])
@@ -92,13 +77,8 @@ fn golden_04_files() {
 
 #[test]
 fn examples_validate() {
-    let dir = root().join("examples");
-    let files = match yml_in(&dir) {
-        Ok(files) => files,
-        // Nobody has added examples yet: nothing to check.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => panic!("listing {}: {e}", dir.display()),
-    };
+    let files = yml_files(&repo().join("examples"));
+    assert!(!files.is_empty(), "no examples");
     for f in files {
         spec::load(&[Input::Path(f.clone())]).unwrap_or_else(|d| panic!("{}:\n{d}", f.display()));
     }
@@ -291,7 +271,7 @@ fn values_build_would_refuse_are_refused_when_read() {
 
 #[test]
 fn unreadable_files_are_errors() {
-    let d = spec::load(&[Input::Path(root().join("tests/no-such-file.yml"))]).unwrap_err();
+    let d = spec::load(&[Input::Path(repo().join("tests/no-such-file.yml"))]).unwrap_err();
     assert_eq!(d.0.len(), 1);
     assert!(d.0[0].message.starts_with("cannot read"), "{d}");
     let t = tempfile::tempdir().unwrap();

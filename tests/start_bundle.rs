@@ -9,8 +9,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::pkg::start_bundle_script;
-use common::{run_ok, unique};
+use common::pkg::{start_bundle, start_bundle_script};
+use common::{busybox_rootfs, run_ok, unique};
 
 /// A config.json as imagesmith writes it (SPEC §4.4 defaults) running `args`.
 fn config(args: &[&str]) -> String {
@@ -21,25 +21,15 @@ fn config(args: &[&str]) -> String {
     )
 }
 
-/// A writable bundle `containers/onboot/000-<name>` under `root`, its image a static busybox.
+/// A writable bundle `containers/onboot/000-<name>` under `root`, its image a static busybox
+/// ([`busybox_rootfs`]) with `/srv/only-in-image`.
 fn bundle(root: &Path, name: &str, args: &[&str], user_mounts: &str, mkdir: &str) -> PathBuf {
     let rel = format!("containers/onboot/000-{name}");
     let b = root.join(&rel);
-    for d in [
-        "lower/bin",
-        "lower/proc",
-        "lower/sys",
-        "lower/dev",
-        "lower/srv",
-        "tmp",
-        "rootfs",
-    ] {
+    for d in ["lower/srv", "tmp", "rootfs"] {
         fs::create_dir_all(b.join(d)).expect("mkdir");
     }
-    fs::copy("/bin/busybox", b.join("lower/bin/busybox")).expect("busybox-static");
-    for a in ["sh", "cat", "echo", "sleep", "ls"] {
-        std::os::unix::fs::symlink("busybox", b.join("lower/bin").join(a)).expect("symlink");
-    }
+    busybox_rootfs(&b.join("lower"));
     fs::write(b.join("lower/srv/only-in-image"), "from the image\n").expect("write");
     fs::write(b.join("config.json"), config(args)).expect("write");
     let p = format!("/{rel}");
@@ -63,10 +53,7 @@ fn bundle(root: &Path, name: &str, args: &[&str], user_mounts: &str, mkdir: &str
 }
 
 fn start(root: &Path, args: &[&str], bundle: &Path) -> Output {
-    Command::new("sh")
-        .arg(start_bundle_script())
-        .arg("--root")
-        .arg(root)
+    start_bundle(root)
         .args(args)
         .arg(bundle)
         .output()
@@ -128,10 +115,7 @@ fn detached_run_then_cleanup() {
     // The container inherits start-bundle's output (runc's pass-through mode): not a pipe
     // here, or reading it to the end would wait for the container.
     let log = root.join("detached.log");
-    let out = Command::new("sh")
-        .arg(start_bundle_script())
-        .arg("--root")
-        .arg(root)
+    let out = start_bundle(root)
         .args(["--detach", "--name", &name])
         .arg(&b)
         .stdout(fs::File::create(&log).expect("log"))

@@ -150,10 +150,6 @@ impl Registry {
             .expect("chmod helper");
         (conf, bin)
     }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
 }
 
 /// Certificates for a TLS engine endpoint on 127.0.0.1: a CA, a server certificate (IP SAN

@@ -1,9 +1,12 @@
 //! Helpers shared by every integration test, one implementation of each:
 //!
-//! - paths: the repository and `../shared` (the specification's golden files and corpus);
+//! - paths: the repository and `../shared` (the specification's golden files and corpus),
+//!   the YAML files of a directory ([`yml_files`]);
 //! - the real Docker engine, always the local one (every `docker` run here is without
 //!   `DOCKER_HOST`, `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH`): [`require_engine`] fails
-//!   the test loudly when it is unreachable (tests never skip), [`docker`] runs the CLI;
+//!   the test loudly when it is unreachable (tests never skip), [`docker`] runs the CLI,
+//!   [`labelled_container`] creates a container with given labels, [`engine_arch`] and
+//!   [`other_arch`] name the engine's architecture and one that is not;
 //! - names: [`unique`] gives a name unique to this process and call (and, by the clock, to
 //!   this run), usable as an image repository, a container name and a file name;
 //! - images: [`TestImage`] imports a root file system (a busybox one, [`busybox_rootfs`])
@@ -49,11 +52,38 @@ pub fn shared_dir() -> PathBuf {
     PathBuf::from("/work/shared")
 }
 
+/// The `.yml` and `.yaml` files under `dir`, its subdirectories included, sorted (by name
+/// within each directory, a subdirectory's files where its name sorts); fails the test when
+/// a directory cannot be listed.
+pub fn yml_files(dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+            .map(|e| {
+                e.unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+                    .path()
+            })
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out
+}
+
 // ---- the engine ----
 
 /// `docker` for the local engine: without `DOCKER_HOST`, `DOCKER_TLS_VERIFY` and
-/// `DOCKER_CERT_PATH` from the caller's environment.
-fn docker_command() -> Command {
+/// `DOCKER_CERT_PATH` from the caller's environment. For what [`docker`] cannot do (binary
+/// output, an environment of its own).
+pub fn docker_command() -> Command {
     let mut cmd = Command::new("docker");
     cmd.env_remove("DOCKER_HOST")
         .env_remove("DOCKER_TLS_VERIFY")
@@ -116,6 +146,35 @@ pub fn containers(filter: &str) -> Vec<String> {
         .map(str::to_string)
         .filter(|l| !l.is_empty())
         .collect()
+}
+
+/// Creates (never starts) a container of `image` with the given labels; returns its id.
+pub fn labelled_container<K: AsRef<str>, V: AsRef<str>>(
+    image: &TestImage,
+    labels: impl IntoIterator<Item = (K, V)>,
+) -> String {
+    let mut args: Vec<String> = vec!["create".into()];
+    for (k, v) in labels {
+        args.push("--label".into());
+        args.push(format!("{}={}", k.as_ref(), v.as_ref()));
+    }
+    args.push(image.id.clone());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    docker(&refs)
+}
+
+/// The engine's architecture (`docker version`'s `Server.Arch`: `amd64`, `arm64`, …).
+pub fn engine_arch() -> String {
+    docker(&["version", "--format", "{{.Server.Arch}}"])
+}
+
+/// An architecture that is not the engine's: `amd64` on an `arm64` engine, else `arm64`.
+pub fn other_arch() -> &'static str {
+    if engine_arch() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    }
 }
 
 // ---- names ----
@@ -326,9 +385,21 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     succeeded(cmd, out)
 }
 
-/// The `imagesmith` binary under test.
+/// The `imagesmith` binary under test, for the local engine like [`docker`]: without
+/// `DOCKER_HOST`, `DOCKER_TLS_VERIFY`, `DOCKER_TLS`, `DOCKER_CERT_PATH` and `RUST_LOG` from
+/// the caller's environment (a test that sets one afterwards still does).
 pub fn imagesmith() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_imagesmith"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagesmith"));
+    for k in [
+        "DOCKER_HOST",
+        "DOCKER_TLS_VERIFY",
+        "DOCKER_TLS",
+        "DOCKER_CERT_PATH",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd
 }
 
 /// What a finished command did, with its peak resident memory.

@@ -1,11 +1,12 @@
 //! The packages of `pkg/` for the format and boot tests: built once per test process with
 //! `imagesmith pkg build` under tags unique to it (removed when the process exits, as the
 //! tests of the process share them), `examples/minimal.yml` pointed at them, building a spec
-//! with the binary under test, and the path of the init's `start-bundle` script.
+//! with the binary under test, and the init's `start-bundle` script (its path, and a command
+//! running it with a runc root).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use super::{imagesmith, remove_at_exit, repo, require_engine, run_ok, unique};
@@ -75,4 +76,12 @@ pub fn build(yml: &Path, args: &[&str]) -> Output {
 /// `pkg/init/usr/bin/start-bundle`, the init's runtime.json applier.
 pub fn start_bundle_script() -> PathBuf {
     repo().join("pkg/init/usr/bin/start-bundle")
+}
+
+/// `sh start-bundle --root <root>`: the init's script with runc's state under `root`; the
+/// caller adds the options and the bundle.
+pub fn start_bundle(root: &Path) -> Command {
+    let mut c = Command::new("sh");
+    c.arg(start_bundle_script()).arg("--root").arg(root);
+    c
 }
