@@ -1,13 +1,24 @@
-//! The command line (SPEC §1): argument parsing, logging set-up, dispatch to the library,
-//! error printing and exit codes.
+//! The command line: arguments become validated options ([`BuildOptions`], [`PkgOptions`])
+//! before any work starts, then the library runs them. Here too: logging set-up, the
+//! success line, error printing, and exit statuses (0 success, 1 failure, 2 usage, 130 / 143
+//! for Ctrl-C / SIGTERM, see `imagesmith::signals`).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use anyhow::anyhow;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::spec::{self, Input};
+use imagesmith::build::{self, BuildOptions, DEFAULT_MTIME};
+use imagesmith::output::{self, Format};
+use imagesmith::pkg::{self, PkgOptions};
+use imagesmith::progress::{self, Progress};
+use imagesmith::source::{ImageSource, ResolveOptions, normalize_platform};
+use imagesmith::spec::{self, Input};
+use imagesmith::{engine, signals};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,19 +26,19 @@ use crate::spec::{self, Input};
     version,
     about = "Assemble bootable Linux system images from container images (LinuxKit YAML)"
 )]
-pub struct Cli {
-    /// Log only errors.
+struct Cli {
+    /// Print only errors (no progress, no success line).
     #[arg(short, long, global = true)]
-    pub quiet: bool,
+    quiet: bool,
     /// More logging (repeat for more). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    verbose: u8,
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+enum Command {
     /// Build an image from one or more YAML files.
     Build(BuildArgs),
     /// Check YAML files without building (no engine needed).
@@ -37,74 +48,78 @@ pub enum Command {
         #[command(subcommand)]
         command: PkgCommand,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff) on standard output.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum PkgCommand {
+enum PkgCommand {
     /// Build package directories into local images (`imagesmith/<dir name>:dev` by default)
     /// through the engine; prints `<tag> <image id>` for each.
     Build(PkgBuildArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct PkgBuildArgs {
+struct PkgBuildArgs {
     /// Package directories (each with a Dockerfile and optionally a `prepare` script).
     #[arg(required = true)]
-    pub dirs: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
     /// Tag of the image (one directory only); default `imagesmith/<dir name>:dev`.
     #[arg(short, long)]
-    pub tag: Option<String>,
+    tag: Option<String>,
 }
 
-pub use crate::output::Format;
+fn format_parser() -> impl TypedValueParser<Value = Format> {
+    PossibleValuesParser::new(Format::ALL.iter().map(|f| f.name())).try_map(|s| s.parse::<Format>())
+}
 
 #[derive(Debug, Args)]
-pub struct BuildArgs {
+struct BuildArgs {
     /// YAML files, merged in order; `-` reads standard input.
     #[arg(required = true)]
-    pub files: Vec<String>,
+    files: Vec<String>,
     /// Output file, or `-` for standard output (single-file formats only).
     #[arg(short, long)]
-    pub output: Option<String>,
+    output: Option<String>,
     /// Output format (default: tar, or tar.gz for an output ending in .tar.gz/.tgz).
-    #[arg(short, long, value_enum)]
-    pub format: Option<Format>,
+    #[arg(short, long, value_parser = format_parser())]
+    format: Option<Format>,
     /// Output name without -o (default: the last YAML file's stem).
     #[arg(long)]
-    pub name: Option<String>,
+    name: Option<String>,
     /// Output directory without -o, and for formats with several files.
     #[arg(long)]
-    pub dir: Option<PathBuf>,
+    dir: Option<PathBuf>,
     /// Pull every image even when the engine has it.
     #[arg(long)]
-    pub pull: bool,
-    /// Platform the images must be (os/arch[/variant]); default: the engine's own.
+    pull: bool,
+    /// Platform the images must be (os/arch[/variant]); default: no check.
     #[arg(long)]
-    pub platform: Option<String>,
+    platform: Option<String>,
     /// Exports at once: N-1 later exports run ahead of the writer, spooled to temporary
     /// files. Images are inspected and pulled max(N, 4) at once. Default 1: the engine's
     /// export is the bottleneck on small machines, and running ahead only adds spool I/O
     /// (see README, Performance).
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub jobs: u16,
+    jobs: u16,
     /// Print the merged YAML with normalised image references and exit.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[arg(long, conflicts_with_all = ["output", "format", "name", "dir", "pull", "platform"])]
+    dry_run: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct ValidateArgs {
+struct ValidateArgs {
     /// YAML files, merged in order; `-` reads standard input.
     #[arg(required = true)]
-    pub files: Vec<String>,
+    files: Vec<String>,
 }
 
-/// Exit status for Ctrl-C.
-pub const EXIT_SIGINT: u8 = 130;
-/// Exit status for SIGTERM.
-pub const EXIT_SIGTERM: u8 = 143;
+/// The least number of images inspected or pulled at once.
+const RESOLVE_AT_ONCE: usize = 4;
 
-pub fn inputs(files: &[String]) -> Vec<Input> {
+fn inputs(files: &[String]) -> Vec<Input> {
     files
         .iter()
         .map(|f| {
@@ -117,6 +132,48 @@ pub fn inputs(files: &[String]) -> Vec<Input> {
         .collect()
 }
 
+/// The time of generated entries: `SOURCE_DATE_EPOCH` when set, else [`DEFAULT_MTIME`].
+fn fixed_mtime() -> anyhow::Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| anyhow!("SOURCE_DATE_EPOCH must be a number of seconds, not `{v}`")),
+        _ => Ok(DEFAULT_MTIME),
+    }
+}
+
+/// `build`'s arguments as options; nothing is read or contacted yet.
+fn build_options(args: &BuildArgs) -> anyhow::Result<BuildOptions> {
+    let last_input = args.files.last().filter(|f| *f != "-").map(Path::new);
+    let target = output::target(
+        args.format,
+        args.output.as_deref(),
+        args.name.as_deref(),
+        args.dir.as_deref(),
+        last_input,
+    )?;
+    let jobs = usize::from(args.jobs).max(1);
+    Ok(BuildOptions {
+        inputs: inputs(&args.files),
+        target,
+        create_dir: args.dir.clone(),
+        mtime: fixed_mtime()?,
+        ahead: jobs - 1,
+        // Inspects and pulls wait on the engine and the network, not on this machine's
+        // disk: more of them at once than exports.
+        resolve_at_once: jobs.max(RESOLVE_AT_ONCE),
+        resolve: ResolveOptions {
+            always_pull: args.pull,
+            platform: args
+                .platform
+                .as_deref()
+                .map(normalize_platform)
+                .transpose()?,
+        },
+    })
+}
+
 fn init_logging(quiet: bool, verbose: u8) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
@@ -125,19 +182,21 @@ fn init_logging(quiet: bool, verbose: u8) {
         (false, _) => "trace",
     };
     // Our own crate at the chosen level; dependencies one step quieter unless -vv.
-    let default = if verbose >= 2 {
-        level.to_string()
-    } else {
-        format!("warn,imagesmith={level}")
+    let default = match (quiet, verbose) {
+        (true, _) => "error".to_string(),
+        (false, v) if v >= 2 => level.to_string(),
+        _ => format!("warn,imagesmith={level}"),
     };
     let env = env_logger::Env::default().default_filter_or(default);
-    // Through the progress module, so that log lines and progress bars share stderr.
+    // Through the progress module, so that log lines and progress bars share stderr; one
+    // prefix style for every message: `error: `, `warning: `, plain for the rest.
     let _ = env_logger::Builder::from_env(env)
-        .format_timestamp(None)
-        .format_target(false)
-        .target(env_logger::Target::Pipe(Box::new(
-            crate::progress::LogWriter,
-        )))
+        .format(|f, record| match record.level() {
+            log::Level::Error => writeln!(f, "error: {}", record.args()),
+            log::Level::Warn => writeln!(f, "warning: {}", record.args()),
+            _ => writeln!(f, "{}", record.args()),
+        })
+        .target(env_logger::Target::Pipe(Box::new(progress::LogWriter)))
         .try_init();
 }
 
@@ -147,29 +206,58 @@ pub fn main() -> ExitCode {
     init_logging(cli.quiet, cli.verbose);
     let res = match cli.command {
         Command::Build(args) if args.dry_run => dry_run(&args),
-        Command::Build(args) => crate::build::run(&args, cli.quiet),
+        Command::Build(args) => build(&args, cli.quiet),
         Command::Validate(args) => validate(&args),
         Command::Pkg {
             command: PkgCommand::Build(args),
-        } => crate::pkg::run(&args),
+        } => pkg_build(&args),
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "imagesmith", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(anyhow::Error::from),
     };
-    if let Some(code) = crate::signals::wait_if_interrupted() {
-        // Ctrl-C / SIGTERM: the handler is removing containers and ends the process.
+    if let Some(code) = signals::wait_if_interrupted() {
+        // Ctrl-C / SIGTERM: the handler is cleaning up and ends the process.
         return ExitCode::from(code);
     }
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if is_broken_pipe(&e) {
-                // The reader went away: the artifact is incomplete (SPEC §1).
-                log::error!("standard output was closed before the output was complete");
-                return ExitCode::FAILURE;
-            }
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "error: {e:#}");
+            report(&e);
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints a failure on standard error: each problem of an invalid spec on its own line,
+/// then one `error:` line.
+fn report(e: &anyhow::Error) {
+    let mut err = std::io::stderr().lock();
+    if is_broken_pipe(e) {
+        // The reader went away: what it got is incomplete (exit 1).
+        let _ = writeln!(
+            err,
+            "error: the output's reader closed standard output before the end; what it read is incomplete"
+        );
+        return;
+    }
+    if let Some(d) = e.downcast_ref::<spec::Diagnostics>() {
+        for problem in &d.0 {
+            let _ = writeln!(err, "{problem}");
+        }
+        let n = d.0.len();
+        let _ = writeln!(
+            err,
+            "error: {n} problem{} found",
+            if n == 1 { "" } else { "s" }
+        );
+        return;
+    }
+    let _ = writeln!(err, "error: {e:#}");
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -177,6 +265,34 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// `imagesmith build`: the output, then a success line on standard error (unless `-q`).
+fn build(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
+    let opts = build_options(args)?;
+    let progress = Progress::auto(quiet);
+    let connect = move |rt: &tokio::runtime::Runtime| -> anyhow::Result<Arc<dyn ImageSource>> {
+        Ok(engine::docker_source(rt, progress.clone())?)
+    };
+    let report = build::run(&opts, &connect)?;
+    if !quiet {
+        let what: Vec<String> = report
+            .written
+            .iter()
+            .map(|(path, size)| match path {
+                Some(p) => format!("{} ({})", p.display(), progress::human(*size)),
+                None => "standard output".to_string(),
+            })
+            .collect();
+        log::info!(
+            "built {} as {} in {:.1} s: {}",
+            args.files.join(", "),
+            opts.target.format,
+            report.elapsed.as_secs_f64(),
+            what.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// `imagesmith validate`: every problem on standard error, one per line
@@ -197,23 +313,25 @@ fn dry_run(args: &BuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the files, logging warnings; on failure prints every problem to standard error
-/// (`validate`, `build` and `build --dry-run` alike).
-pub(crate) fn load(files: &[String]) -> anyhow::Result<spec::Loaded> {
-    match spec::load(&inputs(files)) {
-        Ok(loaded) => {
-            for w in &loaded.warnings {
-                log::warn!("{w}");
-            }
-            Ok(loaded)
-        }
-        Err(d) => {
-            let mut err = std::io::stderr().lock();
-            for problem in &d.0 {
-                let _ = writeln!(err, "{problem}");
-            }
-            let n = d.0.len();
-            anyhow::bail!("{n} problem{} found", if n == 1 { "" } else { "s" })
-        }
+/// Loads the files, logging warnings.
+fn load(files: &[String]) -> anyhow::Result<spec::Loaded> {
+    let loaded = spec::load(&inputs(files))?;
+    for w in &loaded.warnings {
+        log::warn!("{w}");
     }
+    Ok(loaded)
+}
+
+/// `imagesmith pkg build`: `<tag> <image id>` per package on standard output.
+fn pkg_build(args: &PkgBuildArgs) -> anyhow::Result<()> {
+    let opts = PkgOptions {
+        dirs: args.dirs.clone(),
+        tag: args.tag.clone(),
+        mtime: fixed_mtime()?,
+    };
+    let mut out = std::io::stdout().lock();
+    for (tag, id) in pkg::run(&opts)? {
+        writeln!(out, "{tag} {id}")?;
+    }
+    Ok(())
 }

@@ -4,8 +4,9 @@
 
 pub mod archive;
 pub mod build;
-pub mod cli;
+pub mod bundle;
 pub mod engine;
+pub mod exec;
 pub mod oci;
 pub mod output;
 pub mod pkg;
@@ -13,4 +14,5 @@ pub mod plan;
 pub mod progress;
 pub mod rewrite;
 pub mod signals;
+pub mod source;
 pub mod spec;

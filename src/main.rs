@@ -1,5 +1,8 @@
-//! The `imagesmith` binary: everything lives in the library; see `imagesmith::cli`.
+//! The `imagesmith` binary: the command line ([`cli`]) over the library, which never sees
+//! the argument parser.
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    imagesmith::cli::main()
+    cli::main()
 }

@@ -23,12 +23,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, anyhow, bail};
-use bollard::query_parameters::BuildImageOptionsBuilder;
-use futures_util::StreamExt;
 
 use crate::archive::{Entry, Name, Sink, TarSink};
-use crate::cli::PkgBuildArgs;
-use crate::engine::docker::{self, DockerEngine};
+use crate::engine::docker::DockerEngine;
 
 /// The tag a package directory gets by default: `imagesmith/<name>:dev`.
 pub fn default_tag(dir: &Path) -> anyhow::Result<String> {
@@ -52,12 +49,23 @@ pub fn default_tag(dir: &Path) -> anyhow::Result<String> {
     Ok(format!("imagesmith/{name}:dev"))
 }
 
-/// Runs `imagesmith pkg build`.
-pub fn run(args: &PkgBuildArgs) -> anyhow::Result<()> {
+/// What `imagesmith pkg build` is asked to do.
+#[derive(Debug, Clone)]
+pub struct PkgOptions {
+    /// Package directories (each with a Dockerfile and optionally a `prepare` script).
+    pub dirs: Vec<std::path::PathBuf>,
+    /// Tag of the image (one directory only); default `imagesmith/<dir name>:dev`.
+    pub tag: Option<String>,
+    /// The time of every entry of the build context.
+    pub mtime: u64,
+}
+
+/// Runs `imagesmith pkg build`; returns `(tag, image id)` of each package, in order.
+pub fn run(args: &PkgOptions) -> anyhow::Result<Vec<(String, String)>> {
     if args.tag.is_some() && args.dirs.len() != 1 {
         bail!("--tag names one image: give one package directory with it");
     }
-    let mtime = crate::build::fixed_mtime()?;
+    let mtime = args.mtime;
     let mut jobs = Vec::new();
     for dir in &args.dirs {
         if !dir.join("Dockerfile").is_file() {
@@ -75,14 +83,15 @@ pub fn run(args: &PkgBuildArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let engine = rt.block_on(DockerEngine::connect_from_env())?;
+    let mut built = Vec::new();
     for (dir, tag) in jobs {
         let context = stage(dir, mtime).with_context(|| format!("package {}", dir.display()))?;
         let id = rt
-            .block_on(build(&engine, context, &tag))
+            .block_on(engine.build_image(context, &tag))
             .with_context(|| format!("package {}: building {tag}", dir.display()))?;
-        println!("{tag} {id}");
+        built.push((tag, id));
     }
-    Ok(())
+    Ok(built)
 }
 
 /// Stages `dir`, runs its `prepare`, and returns the build context as a tar in an anonymous
@@ -197,44 +206,6 @@ fn add_tree(tar: &mut dyn Sink, dir: &Path, prefix: Name, mtime: u64) -> anyhow:
         }
     }
     Ok(())
-}
-
-/// Builds `context` (a tar file) into the image `tag`; returns the image id.
-async fn build(engine: &DockerEngine, context: fs::File, tag: &str) -> anyhow::Result<String> {
-    let opts = BuildImageOptionsBuilder::default()
-        .dockerfile("Dockerfile")
-        .t(tag)
-        .rm(true)
-        .forcerm(true)
-        .networkmode("none")
-        .build();
-    let file = tokio::fs::File::from_std(context);
-    let body = bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(
-        file,
-        256 * 1024,
-    ));
-    let mut stream = engine.docker().build_image(opts, None, Some(body));
-    let mut id = None;
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| anyhow!("{}", docker::message(&e)))?;
-        if let Some(err) = info.error_detail.and_then(|d| d.message) {
-            bail!("{}", err.trim());
-        }
-        if let Some(line) = info.stream {
-            let line = line.trim_end();
-            if line.starts_with("Step ") {
-                log::info!("{tag}: {line}");
-            } else if !line.is_empty() {
-                log::debug!("{tag}: {line}");
-            }
-        }
-        if let Some(aux) = info.aux
-            && let Some(i) = aux.id
-        {
-            id = Some(i);
-        }
-    }
-    id.ok_or_else(|| anyhow!("the engine did not report an image id"))
 }
 
 #[cfg(test)]

@@ -4,16 +4,21 @@
 //! bundle gets the first copy of an image and which ones point at it, the generated
 //! directories. The executor (`build`) only streams.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 
-use crate::engine::ImageInfo;
-use crate::oci;
+use crate::bundle;
 use crate::rewrite::Resolv;
+use crate::rewrite::kernel::KernelParts;
+use crate::source::ImageInfo;
 use crate::spec::merge::{self, ImageDefaults};
 use crate::spec::reference::Reference;
-use crate::spec::{self, ImageEntry, Spec, Volume, validate};
+use crate::spec::{
+    self, FileEntry, FileKind, Id, ImageEntry, MetadataFormat, Spec, Volume, validate,
+};
 
-/// One step of writing the output, in output order.
+/// One step of writing the output, in output order. Each carries all it needs: the
+/// executor only streams.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// A generated directory (0755, uid/gid 0, fixed time); a plan names each one once.
@@ -21,43 +26,77 @@ pub enum Op {
     /// A generated file (0644, uid/gid 0, fixed time).
     File { path: String, data: Vec<u8> },
     /// `boot/` from a kernel image, then its modules tarball at `/` (SPEC §4.1 step 1).
-    Kernel(KernelOp),
+    Kernel {
+        image: ImageInfo,
+        parts: KernelParts,
+    },
     /// An image's filtered file system under `prefix` (empty for `/`).
     Image {
-        image: String,
+        image: ImageInfo,
         prefix: String,
         resolv: Resolv,
     },
-    /// The `files` entry with this index.
-    UserFile(usize),
+    /// A `files` entry (SPEC §2.2), resolved.
+    UserFile(FileOp),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelOp {
-    pub image: String,
-    pub binary: String,
-    pub tar: Option<String>,
-    pub ucode: Option<String>,
-    pub cmdline: String,
+/// A `files` entry with everything decided: where, what, with which mode and owner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileOp {
+    /// `file:line:column: files entry `path``, for messages.
+    pub what: String,
+    /// The path in the output (no leading `/`).
+    pub path: String,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    /// The ancestors of `path`, outermost first: each one the output does not have yet is
+    /// written as a directory with `parent_mode` and the entry's owner.
+    pub parents: Vec<String>,
+    pub parent_mode: u32,
+    pub content: FileContent,
+}
+
+/// What a `files` entry holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileContent {
+    Directory,
+    Symlink(String),
+    /// `contents:` or `metadata:` bytes.
+    Data(Vec<u8>),
+    /// A host file, streamed at execution time.
+    Source(PathBuf),
+    /// An `optional` source that does not exist: nothing is written.
+    Missing(String),
 }
 
 /// The whole output, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub ops: Vec<Op>,
-    /// User and group names to ids ([`spec::id_map`]), for the `files` entries' `uid`/`gid`.
-    pub ids: BTreeMap<String, u32>,
 }
 
 impl Plan {
     /// The images exported, in output order (an image is exported once per `Image`/`Kernel`
     /// op it appears in).
-    pub fn exports(&self) -> impl Iterator<Item = &str> {
+    pub fn exports(&self) -> impl Iterator<Item = &ImageInfo> {
         self.ops.iter().filter_map(|op| match op {
-            Op::Kernel(k) => Some(k.image.as_str()),
-            Op::Image { image, .. } => Some(image.as_str()),
+            Op::Kernel { image, .. } | Op::Image { image, .. } => Some(image),
             _ => None,
         })
+    }
+
+    /// Every ancestor of a `files` entry: the only paths whose presence in the output the
+    /// executor must remember.
+    pub fn file_parents(&self) -> HashSet<&str> {
+        self.ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::UserFile(f) => Some(f.parents.iter().map(String::as_str)),
+                _ => None,
+            })
+            .flatten()
+            .collect()
     }
 }
 
@@ -81,7 +120,7 @@ pub enum PlanError {
         what: String,
         image: String,
         #[source]
-        source: oci::OciError,
+        source: bundle::OciError,
     },
     #[error("{what} (image `{image}`): {message}")]
     Volume {
@@ -91,12 +130,16 @@ pub enum PlanError {
     },
     #[error("image `{0}` was not resolved")]
     Unresolved(String),
+    #[error("{what}: {message}")]
+    File { what: String, message: String },
 }
 
 /// An image the output needs, and what needs it first (for messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageUse {
     pub reference: Reference,
+    /// Where the YAML names it first.
+    pub pos: spec::Pos,
     /// E.g. "service `sshd`", "the kernel".
     pub what: String,
 }
@@ -104,28 +147,29 @@ pub struct ImageUse {
 /// The distinct images of `spec`, in the order they first appear in the output.
 pub fn images(spec: &Spec) -> Vec<ImageUse> {
     let mut out: Vec<ImageUse> = Vec::new();
-    let mut add = |r: &Reference, what: String| {
-        if !out.iter().any(|u| &u.reference == r) {
+    let mut add = |r: &spec::ImageRef, what: String| {
+        if !out.iter().any(|u| u.reference == r.reference) {
             out.push(ImageUse {
-                reference: r.clone(),
+                reference: r.reference.clone(),
+                pos: r.pos.clone(),
                 what,
             });
         }
     };
     if let Some(img) = spec.kernel.as_ref().and_then(|k| k.image.as_ref()) {
-        add(&img.reference, "the kernel".into());
+        add(img, "the kernel".into());
     }
     for (i, img) in spec.init.iter().enumerate() {
-        add(&img.reference, format!("init image {}", i + 1));
+        add(img, format!("init image {}", i + 1));
     }
     for v in &spec.volumes {
         if let Some(i) = &v.image {
-            add(&i.reference, format!("volume `{}`", v.name));
+            add(i, format!("volume `{}`", v.name));
         }
     }
     for (section, entries) in sections(spec) {
         for e in entries {
-            add(&e.image.reference, section.what(&e.name));
+            add(&e.image, section.what(&e.name));
         }
     }
     out
@@ -183,33 +227,39 @@ pub fn image_defaults(info: &ImageInfo) -> ImageDefaults {
     }
 }
 
-/// Plans the output of `spec`; `images` maps every normalised reference of [`images`] to
-/// what the engine said about it.
-pub fn plan(spec: &Spec, images: &HashMap<String, ImageInfo>) -> Result<Plan, PlanError> {
+/// Plans the output of `spec`: `images` maps every reference of [`images`] to what the
+/// source said about it; `files` are the spec's `files` entries, resolved by [`files`].
+pub fn plan(
+    spec: &Spec,
+    images: &HashMap<Reference, ImageInfo>,
+    files: Vec<FileOp>,
+) -> Result<Plan, PlanError> {
     let mut ops = Vec::new();
     let info = |r: &Reference| {
-        let key = r.to_string();
-        images.get(&key).ok_or(PlanError::Unresolved(key))
+        images
+            .get(r)
+            .ok_or_else(|| PlanError::Unresolved(r.to_string()))
     };
 
     // 1. kernel
     if let Some(k) = &spec.kernel
         && let Some(img) = &k.image
     {
-        info(&img.reference)?;
-        ops.push(Op::Kernel(KernelOp {
-            image: img.normalized(),
-            binary: k.binary().to_string(),
-            tar: k.tar().map(str::to_string),
-            ucode: k.ucode().map(str::to_string),
-            cmdline: k.cmdline().to_string(),
-        }));
+        ops.push(Op::Kernel {
+            image: info(&img.reference)?.clone(),
+            parts: KernelParts {
+                image: img.normalized(),
+                binary: k.binary().to_string(),
+                tar: k.tar().map(str::to_string),
+                ucode: k.ucode().map(str::to_string),
+                cmdline: k.cmdline().to_string(),
+            },
+        });
     }
     // 2. init images at /
     for i in &spec.init {
-        info(&i.reference)?;
         ops.push(Op::Image {
-            image: i.normalized(),
+            image: info(&i.reference)?.clone(),
             prefix: String::new(),
             resolv: Resolv::Symlink,
         });
@@ -228,9 +278,8 @@ pub fn plan(spec: &Spec, images: &HashMap<String, ImageInfo>) -> Result<Plan, Pl
         ops.push(Op::Dir(base.clone()));
         ops.push(Op::Dir(format!("{base}/lower")));
         if let Some(img) = &v.image {
-            info(&img.reference)?;
             ops.push(Op::Image {
-                image: img.normalized(),
+                image: info(&img.reference)?.clone(),
                 prefix: format!("{base}/lower"),
                 resolv: Resolv::Symlink,
             });
@@ -260,10 +309,8 @@ pub fn plan(spec: &Spec, images: &HashMap<String, ImageInfo>) -> Result<Plan, Pl
         }
     }
     // 7. files
-    for i in 0..spec.files.len() {
-        ops.push(Op::UserFile(i));
-    }
-    Ok(Plan { ops, ids })
+    ops.extend(files.into_iter().map(Op::UserFile));
+    Ok(Plan { ops })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -304,16 +351,13 @@ fn bundle(
             message,
         })?;
     }
-    let cfg = oci::bundle_config(&resolved, ids).map_err(|source| PlanError::Oci {
+    let cfg = bundle::bundle_config(&resolved, ids).map_err(|source| PlanError::Oci {
         what: what.clone(),
         image: image.clone(),
         source,
     })?;
     let dir = section.dir(index, &e.name);
-    let own = format!(
-        "{dir}/{}",
-        if resolved.readonly { "rootfs" } else { "lower" }
-    );
+    let own = bundle::own_root(&dir, resolved.readonly);
     let root = match first_copy.get(&image) {
         Some(first) => first.clone(),
         None => {
@@ -326,7 +370,7 @@ fn bundle(
     if placed_here {
         ops.push(Op::Dir(own.clone()));
         ops.push(Op::Image {
-            image: image.clone(),
+            image: info.clone(),
             prefix: own,
             resolv: Resolv::File,
         });
@@ -341,12 +385,79 @@ fn bundle(
     } else if !placed_here {
         ops.push(Op::Dir(format!("{dir}/rootfs")));
     }
-    let mounts = oci::rootfs_mounts(&dir, &root, resolved.readonly);
+    let mounts = bundle::rootfs_mounts(&dir, &root, resolved.readonly);
     ops.push(Op::File {
         path: format!("{dir}/runtime.json"),
-        data: oci::runtime_json(&cfg.runtime, mounts),
+        data: bundle::runtime_json(&cfg.runtime, mounts),
     });
     Ok(())
+}
+
+/// Resolves the `files` entries of `spec` (SPEC §2.2): sources found on the host (a missing
+/// non-optional one is an error), modes and owners as numbers, `metadata` documents
+/// generated. Touches only the host's file system: run before any image is fetched.
+pub fn files(spec: &Spec) -> Result<Vec<FileOp>, PlanError> {
+    let ids = spec::id_map(spec);
+    spec.files.iter().map(|f| file(spec, f, &ids)).collect()
+}
+
+fn file(spec: &Spec, f: &FileEntry, ids: &BTreeMap<String, u32>) -> Result<FileOp, PlanError> {
+    let what = format!("{}: files entry `{}`", f.pos, f.path);
+    let fail = |message: String| PlanError::File {
+        what: what.clone(),
+        message,
+    };
+    let kind = f.kind().ok_or_else(|| fail("no content source".into()))?;
+    let dir = kind == FileKind::Directory;
+    // `mode: ""` is the default, as in LinuxKit.
+    let mode = match f.mode.as_deref().filter(|m| !m.is_empty()) {
+        Some(m) => spec::rules::parse_mode(m).map_err(&fail)?,
+        None if dir => 0o700,
+        None => 0o600,
+    };
+    let id = |id: Option<&Id>| {
+        id.map_or(Ok(0), |id| spec::rules::resolve_id(id, ids))
+            .map(u64::from)
+            .map_err(|e| fail(e.to_string()))
+    };
+    let (uid, gid) = (id(f.uid.as_ref())?, id(f.gid.as_ref())?);
+    // Parents get the entry's permissions, plus `x` wherever a class may read or write.
+    let mut parent_mode = mode & 0o777;
+    for shift in [6, 3, 0] {
+        if (parent_mode >> shift) & 0o7 != 0 {
+            parent_mode |= 1 << shift;
+        }
+    }
+    let path = f.output_path().to_string();
+    let parents = path
+        .match_indices('/')
+        .map(|(i, _)| path[..i].to_string())
+        .collect();
+    let content = match kind {
+        FileKind::Directory => FileContent::Directory,
+        FileKind::Symlink(t) => FileContent::Symlink(t.to_string()),
+        FileKind::Contents(c) => FileContent::Data(c.as_bytes().to_vec()),
+        FileKind::Metadata(MetadataFormat::Yaml) => {
+            FileContent::Data(spec::to_yaml(spec).into_bytes())
+        }
+        FileKind::Metadata(MetadataFormat::Json) => {
+            FileContent::Data(spec::to_json(spec).into_bytes())
+        }
+        FileKind::Source(s) => match spec::resolve_source(f).map_err(&fail)? {
+            Some(p) => FileContent::Source(p),
+            None => FileContent::Missing(s.to_string()),
+        },
+    };
+    Ok(FileOp {
+        what,
+        path,
+        mode,
+        uid,
+        gid,
+        parents,
+        parent_mode,
+        content,
+    })
 }
 
 #[cfg(test)]
@@ -359,9 +470,9 @@ mod tests {
         let spec = spec::load_text(&[("t.yml", yaml)]).unwrap().spec;
         let images = images(&spec)
             .iter()
-            .map(|u| (u.reference.to_string(), ImageInfo::default()))
+            .map(|u| (u.reference.clone(), ImageInfo::default()))
             .collect();
-        let p = plan(&spec, &images).unwrap();
+        let p = plan(&spec, &images, files(&spec).unwrap()).unwrap();
         let dirs: Vec<&str> = p
             .ops
             .iter()

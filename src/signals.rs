@@ -1,4 +1,4 @@
-//! Ctrl-C and SIGTERM during a build (SPEC §1, §8): the handler removes the temporary output
+//! Exit statuses of signals, and Ctrl-C and SIGTERM during a build (SPEC §1, §8): the handler removes the temporary output
 //! file and every container created so far, then ends the process with 130 (SIGINT) or 143
 //! (SIGTERM) — even when the writing thread is blocked on an output nobody reads, since the
 //! process ends with `_exit` without flushing or joining anything.
@@ -11,9 +11,15 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use crate::cli;
-use crate::engine::Exports;
+use std::sync::Arc;
+
 use crate::output;
+use crate::source::ImageSource;
+
+/// Exit status for Ctrl-C.
+pub const EXIT_SIGINT: u8 = 130;
+/// Exit status for SIGTERM.
+pub const EXIT_SIGTERM: u8 = 143;
 
 /// The exit status being handled (0: none).
 static INTERRUPTED: AtomicU8 = AtomicU8::new(0);
@@ -31,7 +37,7 @@ pub fn interrupted() -> Option<u8> {
 
 /// Installs the handler on `rt`. The signals are registered before this returns, so a
 /// signal arriving any time later is handled.
-pub fn install(rt: &tokio::runtime::Runtime, exports: Exports) {
+pub fn install(rt: &tokio::runtime::Runtime, source: Arc<dyn ImageSource>) {
     use tokio::signal::unix::{SignalKind, signal};
     let _guard = rt.enter();
     let (mut int, mut term) = match (
@@ -46,13 +52,13 @@ pub fn install(rt: &tokio::runtime::Runtime, exports: Exports) {
     };
     rt.spawn(async move {
         let code = tokio::select! {
-            _ = int.recv() => cli::EXIT_SIGINT,
-            _ = term.recv() => cli::EXIT_SIGTERM,
+            _ = int.recv() => EXIT_SIGINT,
+            _ = term.recv() => EXIT_SIGTERM,
         };
         INTERRUPTED.store(code, Ordering::SeqCst);
         log::error!("interrupted: removing containers and temporary files");
         output::remove_pending();
-        let cleanup = tokio::time::timeout(CLEANUP_LIMIT, exports.remove_all());
+        let cleanup = tokio::time::timeout(CLEANUP_LIMIT, source.abort());
         tokio::select! {
             r = cleanup => if r.is_err() {
                 log::error!("containers were not all removed within {} s", CLEANUP_LIMIT.as_secs());

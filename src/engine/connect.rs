@@ -8,10 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bollard::errors::Error as BollardError;
 use bollard::{API_DEFAULT_VERSION, Docker};
 
-use super::docker::message;
-use super::{EngineError, auth};
+use super::auth;
+use crate::source::SourceError;
 
 /// The docker CLI's default.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -102,12 +103,12 @@ impl Env {
 
 impl Address {
     /// The address the docker CLI would use with `env`.
-    pub fn from_env(env: &Env) -> Result<Address, EngineError> {
+    pub fn from_env(env: &Env) -> Result<Address, SourceError> {
         let host = env
             .docker_host
             .clone()
             .unwrap_or_else(|| DEFAULT_HOST.to_string());
-        let bad = |why: String| EngineError::Connect(format!("DOCKER_HOST `{host}`: {why}"));
+        let bad = |why: String| SourceError::Connect(format!("DOCKER_HOST `{host}`: {why}"));
         let tls = env.tls_verify.is_some();
         let endpoint = if let Some(path) = host.strip_prefix("unix://") {
             if path.is_empty() {
@@ -173,11 +174,11 @@ fn install_crypto_provider() {
 }
 
 /// Connects to the engine at `addr`, checks that it answers and negotiates the API version.
-pub async fn connect(addr: &Address) -> Result<Docker, EngineError> {
+pub async fn connect(addr: &Address) -> Result<Docker, SourceError> {
     let docker = match &addr.endpoint {
         Endpoint::Unix(path) => {
             if !path.exists() {
-                return Err(EngineError::Connect(format!(
+                return Err(SourceError::Connect(format!(
                     "no Docker engine at {addr}: {} does not exist; {HINT}",
                     path.display()
                 )));
@@ -198,7 +199,7 @@ pub async fn connect(addr: &Address) -> Result<Docker, EngineError> {
                 ("client key", &files.key),
             ] {
                 if !f.is_file() {
-                    return Err(EngineError::Connect(format!(
+                    return Err(SourceError::Connect(format!(
                         "cannot connect to the Docker engine at {addr}: DOCKER_TLS_VERIFY is set but the {what} {} does not exist (set DOCKER_CERT_PATH to the directory with ca.pem, cert.pem and key.pem)",
                         f.display()
                     )));
@@ -216,7 +217,7 @@ pub async fn connect(addr: &Address) -> Result<Docker, EngineError> {
         }
     }
     .map_err(|e| {
-        EngineError::Connect(format!(
+        SourceError::Connect(format!(
             "cannot connect to the Docker engine at {addr}: {e}; {HINT}"
         ))
     })?;
@@ -244,12 +245,12 @@ pub async fn connect(addr: &Address) -> Result<Docker, EngineError> {
             } else {
                 HINT.to_string()
             };
-            return Err(EngineError::Connect(format!(
+            return Err(SourceError::Connect(format!(
                 "the Docker engine at {addr} does not answer: {why}; {hint}"
             )));
         }
         Err(_) => {
-            return Err(EngineError::Connect(format!(
+            return Err(SourceError::Connect(format!(
                 "the Docker engine at {addr} did not answer within {} s; {HINT}",
                 CONNECT_TIMEOUT.as_secs()
             )));
@@ -262,6 +263,28 @@ pub async fn connect(addr: &Address) -> Result<Docker, EngineError> {
         version.minor_version
     );
     Ok(docker)
+}
+
+/// The engine's own words for an error.
+pub fn message(e: &BollardError) -> String {
+    match e {
+        BollardError::DockerResponseServerError { message, .. } => message.trim().to_string(),
+        BollardError::DockerStreamError { error } => error.trim().to_string(),
+        other => {
+            // Include the causes (hyper's "connection refused" is a few levels down).
+            let mut s = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(c) = src {
+                let t = c.to_string();
+                if !s.contains(&t) {
+                    s.push_str(": ");
+                    s.push_str(&t);
+                }
+                src = c.source();
+            }
+            s
+        }
+    }
 }
 
 #[cfg(test)]

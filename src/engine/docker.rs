@@ -4,24 +4,23 @@
 //! behind ([`DockerEngine::remove_stale`]).
 
 use std::collections::HashMap;
+use std::io;
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder,
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 
 use super::auth::{self, Credentials, Source};
-use super::connect::{self, Address, Env};
+use super::connect::{self, Address, Env, message};
 use super::owner::{self, Owner, Proc, Verdict};
-use super::{
-    BoxFuture, ByteStream, Engine, EngineError, ImageInfo, ResolveOptions, byte_stream,
-    platform_matches, short,
-};
+use super::{ByteStream, Engine, short};
 use crate::progress::{Progress, PullEvent};
+use crate::source::{BoxFuture, ImageInfo, ResolveOptions, SourceError, platform_matches};
 use crate::spec::reference::Reference;
 
 /// The Docker engine.
@@ -36,7 +35,7 @@ impl DockerEngine {
     /// Connects as the docker CLI does (`DOCKER_HOST`, `DOCKER_TLS_VERIFY`,
     /// `DOCKER_CERT_PATH`; default `/var/run/docker.sock`), with the credentials of
     /// `DOCKER_CONFIG` (default `~/.docker`).
-    pub async fn connect_from_env() -> Result<DockerEngine, EngineError> {
+    pub async fn connect_from_env() -> Result<DockerEngine, SourceError> {
         let address = Address::from_env(&Env::current())?;
         DockerEngine::connect(&address, Credentials::from_env()).await
     }
@@ -45,7 +44,7 @@ impl DockerEngine {
     pub async fn connect(
         address: &Address,
         credentials: Credentials,
-    ) -> Result<DockerEngine, EngineError> {
+    ) -> Result<DockerEngine, SourceError> {
         let docker = connect::connect(address).await?;
         Ok(DockerEngine {
             docker,
@@ -59,10 +58,6 @@ impl DockerEngine {
     pub fn with_progress(mut self, progress: Progress) -> DockerEngine {
         self.progress = progress;
         self
-    }
-
-    pub fn docker(&self) -> &Docker {
-        &self.docker
     }
 
     /// Removes the containers that imagesmith runs on this host left behind and whose
@@ -106,7 +101,7 @@ impl DockerEngine {
         removed
     }
 
-    async fn inspect(&self, image: &str) -> Result<Option<ImageInfo>, EngineError> {
+    async fn inspect(&self, image: &str) -> Result<Option<ImageInfo>, SourceError> {
         match self.docker.inspect_image(image).await {
             Ok(i) => {
                 let c = i.config.unwrap_or_default();
@@ -126,22 +121,22 @@ impl DockerEngine {
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
-            Err(e) => Err(EngineError::Image {
+            Err(e) => Err(SourceError::Image {
                 image: image.to_string(),
                 message: format!("inspecting it failed: {}", message(&e)),
             }),
         }
     }
 
-    async fn pull(&self, r: &Reference, opts: &ResolveOptions) -> Result<(), EngineError> {
+    async fn pull(&self, r: &Reference, opts: &ResolveOptions) -> Result<(), SourceError> {
         let image = r.to_string();
         let found =
             self.credentials
                 .get(&r.domain)
                 .await
-                .map_err(|cause| EngineError::Credentials {
+                .map_err(|cause| SourceError::Credentials {
                     image: image.clone(),
-                    cause,
+                    cause: cause.to_string(),
                 })?;
         let mut b = CreateImageOptionsBuilder::default()
             .from_image(&r.repository())
@@ -170,6 +165,51 @@ impl DockerEngine {
         progress.finish();
         Ok(())
     }
+    /// Builds `context` (a tar file) into the image `tag`; returns the image id.
+    pub async fn build_image(
+        &self,
+        context: std::fs::File,
+        tag: &str,
+    ) -> Result<String, SourceError> {
+        let opts = BuildImageOptionsBuilder::default()
+            .dockerfile("Dockerfile")
+            .t(tag)
+            .rm(true)
+            .forcerm(true)
+            .networkmode("none")
+            .build();
+        let img = |message: String| SourceError::Image {
+            image: tag.to_string(),
+            message,
+        };
+        let file = tokio::fs::File::from_std(context);
+        let body = bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            256 * 1024,
+        ));
+        let mut stream = self.docker.build_image(opts, None, Some(body));
+        let mut id = None;
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| img(message(&e)))?;
+            if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                return Err(img(err.trim().to_string()));
+            }
+            if let Some(line) = info.stream {
+                let line = line.trim_end();
+                if line.starts_with("Step ") {
+                    log::info!("{tag}: {line}");
+                } else if !line.is_empty() {
+                    log::debug!("{tag}: {line}");
+                }
+            }
+            if let Some(aux) = info.aux
+                && let Some(i) = aux.id
+            {
+                id = Some(i);
+            }
+        }
+        id.ok_or_else(|| img("the engine did not report an image id".into()))
+    }
 }
 
 /// Classifies a failed pull: missing image, refused credentials, or anything else, each
@@ -180,7 +220,7 @@ fn pull_error(
     r: &Reference,
     source: &Source,
     credentials: &Credentials,
-) -> EngineError {
+) -> SourceError {
     let msg = message(e);
     let lower = msg.to_ascii_lowercase();
     let denied = [
@@ -213,7 +253,7 @@ fn pull_error(
                 format!("; the registry refused the credentials for `{registry}` from `{h}`")
             }
         };
-        return EngineError::PullDenied {
+        return SourceError::PullDenied {
             image: image.to_string(),
             message: msg,
             hint,
@@ -228,36 +268,14 @@ fn pull_error(
     ) || lower.contains("manifest unknown")
         || lower.contains("not found");
     if not_found {
-        EngineError::NotFound {
+        SourceError::NotFound {
             image: image.to_string(),
             message: msg,
         }
     } else {
-        EngineError::Pull {
+        SourceError::Pull {
             image: image.to_string(),
             message: msg,
-        }
-    }
-}
-
-/// The engine's own words for an error.
-pub(crate) fn message(e: &BollardError) -> String {
-    match e {
-        BollardError::DockerResponseServerError { message, .. } => message.trim().to_string(),
-        BollardError::DockerStreamError { error } => error.trim().to_string(),
-        other => {
-            // Include the causes (hyper's "connection refused" is a few levels down).
-            let mut s = other.to_string();
-            let mut src = std::error::Error::source(other);
-            while let Some(c) = src {
-                let t = c.to_string();
-                if !s.contains(&t) {
-                    s.push_str(": ");
-                    s.push_str(&t);
-                }
-                src = c.source();
-            }
-            s
         }
     }
 }
@@ -267,7 +285,7 @@ impl Engine for DockerEngine {
         &'a self,
         r: &'a Reference,
         opts: &'a ResolveOptions,
-    ) -> BoxFuture<'a, Result<ImageInfo, EngineError>> {
+    ) -> BoxFuture<'a, Result<ImageInfo, SourceError>> {
         Box::pin(async move {
             let image = r.to_string();
             let mut info = if opts.always_pull {
@@ -279,7 +297,7 @@ impl Engine for DockerEngine {
                 self.pull(r, opts).await?;
                 info = self.inspect(&image).await?;
             }
-            let info = info.ok_or_else(|| EngineError::NotFound {
+            let info = info.ok_or_else(|| SourceError::NotFound {
                 image: image.clone(),
                 message: "the engine does not have it after the pull".into(),
             })?;
@@ -290,7 +308,7 @@ impl Engine for DockerEngine {
                 if !info.variant.is_empty() {
                     actual = format!("{actual}/{}", info.variant);
                 }
-                return Err(EngineError::Platform {
+                return Err(SourceError::Platform {
                     image,
                     actual,
                     wanted: p.clone(),
@@ -301,7 +319,7 @@ impl Engine for DockerEngine {
         })
     }
 
-    fn create<'a>(&'a self, image: &'a ImageInfo) -> BoxFuture<'a, Result<String, EngineError>> {
+    fn create<'a>(&'a self, image: &'a ImageInfo) -> BoxFuture<'a, Result<String, SourceError>> {
         Box::pin(async move {
             let body = ContainerCreateBody {
                 image: Some(image.id.clone()),
@@ -317,7 +335,7 @@ impl Engine for DockerEngine {
                 .docker
                 .create_container(Some(opts), body)
                 .await
-                .map_err(|e| EngineError::Image {
+                .map_err(|e| SourceError::Image {
                     image: image.reference.clone(),
                     message: format!("creating a container failed: {}", message(&e)),
                 })?;
@@ -331,10 +349,14 @@ impl Engine for DockerEngine {
     }
 
     fn export(&self, container: &str) -> ByteStream {
-        byte_stream(self.docker.export_container(container))
+        Box::pin(
+            self.docker
+                .export_container(container)
+                .map(|r| r.map_err(|e| io::Error::other(message(&e)))),
+        )
     }
 
-    fn remove<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+    fn remove<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(async move {
             let opts = RemoveContainerOptionsBuilder::default()
                 .force(true)
@@ -350,7 +372,7 @@ impl Engine for DockerEngine {
                     status_code: 404 | 409,
                     ..
                 }) => Ok(()),
-                Err(e) => Err(EngineError::Container {
+                Err(e) => Err(SourceError::Container {
                     container: short(container).to_string(),
                     message: format!("removing it failed: {}", message(&e)),
                 }),

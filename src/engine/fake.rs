@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{BoxFuture, ByteStream, Engine, EngineError, ImageInfo, ResolveOptions};
+use super::{ByteStream, Engine};
+use crate::source::{BoxFuture, ImageInfo, ResolveOptions, SourceError};
 use crate::spec::reference::Reference;
 
 /// What happened, in order.
@@ -78,27 +79,27 @@ impl Engine for FakeEngine {
         &'a self,
         image: &'a Reference,
         _opts: &'a ResolveOptions,
-    ) -> BoxFuture<'a, Result<ImageInfo, EngineError>> {
+    ) -> BoxFuture<'a, Result<ImageInfo, SourceError>> {
         Box::pin(async move {
             let key = image.to_string();
             self.record(Event::Resolve(key.clone()));
             self.images
                 .get(&key)
                 .map(|(i, _)| i.clone())
-                .ok_or_else(|| EngineError::NotFound {
+                .ok_or_else(|| SourceError::NotFound {
                     image: key,
                     message: "no such image in the fake engine".into(),
                 })
         })
     }
 
-    fn create<'a>(&'a self, image: &'a ImageInfo) -> BoxFuture<'a, Result<String, EngineError>> {
+    fn create<'a>(&'a self, image: &'a ImageInfo) -> BoxFuture<'a, Result<String, SourceError>> {
         Box::pin(async move {
             let id = {
                 let mut n = self
                     .next_id
                     .lock()
-                    .map_err(|_| EngineError::Connect("poisoned".into()))?;
+                    .map_err(|_| SourceError::Connect("poisoned".into()))?;
                 *n += 1;
                 format!("fake{n}")
             };
@@ -132,7 +133,7 @@ impl Engine for FakeEngine {
         Box::pin(stream)
     }
 
-    fn remove<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+    fn remove<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Result<(), SourceError>> {
         Box::pin(async move {
             if let Ok(mut c) = self.containers.lock() {
                 c.remove(container);

@@ -18,8 +18,24 @@ pub mod docker;
 pub mod fake;
 pub mod owner;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
+/// Connects to the Docker engine named by the environment (`DOCKER_HOST`, …), removes the
+/// containers dead runs left behind, and returns it as an image source that reports
+/// pulls and exports to `progress`.
+pub fn docker_source(
+    rt: &tokio::runtime::Runtime,
+    progress: Progress,
+) -> Result<Arc<dyn ImageSource>, SourceError> {
+    let docker = rt
+        .block_on(docker::DockerEngine::connect_from_env())?
+        .with_progress(progress.clone());
+    rt.block_on(docker.remove_stale());
+    let engine: Arc<dyn Engine> = Arc::new(docker);
+    Ok(Arc::new(
+        Exports::new(engine, rt.handle().clone()).with_progress(progress),
+    ))
+}
+
+use std::collections::BTreeSet;
 use std::io::{self, Read};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -27,11 +43,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use futures_util::TryStreamExt;
 use tokio::runtime::Handle;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::progress::{ExportProgress, Progress};
+use crate::source::{BoxFuture, ImageInfo, ImageSource, ImageStream, ResolveOptions, SourceError};
 use crate::spec::reference::Reference;
 
 /// An export that sends nothing for this long is an error (a wedged engine).
@@ -40,124 +56,7 @@ pub const EXPORT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// reader stops at the end-of-archive block; the engine's stream has a little more).
 const DRAIN_LIMIT: usize = 64 * 1024;
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
-
-/// What imagesmith needs to know about a resolved image.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImageInfo {
-    /// The normalised reference it was resolved from.
-    pub reference: String,
-    /// The engine's image id (`sha256:…`).
-    pub id: String,
-    pub os: String,
-    pub architecture: String,
-    pub variant: String,
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    /// `None` when the image has no `Env` at all.
-    pub env: Option<Vec<String>>,
-    /// Empty when unset.
-    pub working_dir: String,
-    pub labels: BTreeMap<String, String>,
-}
-
-impl ImageInfo {
-    /// The `org.mobyproject.config` label, if any.
-    pub fn moby_label(&self) -> Option<&str> {
-        self.labels
-            .get("org.mobyproject.config")
-            .map(String::as_str)
-            .filter(|l| !l.is_empty())
-    }
-}
-
-/// How images are resolved.
-#[derive(Debug, Clone, Default)]
-pub struct ResolveOptions {
-    /// Pull even when the engine has the image.
-    pub always_pull: bool,
-    /// `os/arch[/variant]` the image must match; `None` = the engine's own.
-    pub platform: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("{0}")]
-    Connect(String),
-    #[error("image `{image}` not found: {message}")]
-    NotFound { image: String, message: String },
-    #[error("image `{image}`: pull denied: {message}{hint}")]
-    PullDenied {
-        image: String,
-        /// The registry's answer, as the engine relays it.
-        message: String,
-        /// What credentials were used, and what to do (starts with `; `).
-        hint: String,
-    },
-    #[error("image `{image}`: pull failed: {message}")]
-    Pull { image: String, message: String },
-    #[error("image `{image}`: {cause}")]
-    Credentials {
-        image: String,
-        cause: auth::AuthError,
-    },
-    #[error(
-        "image `{image}` is {actual}, not the requested platform {wanted} (with --pull, the engine pulls it for {wanted})"
-    )]
-    Platform {
-        image: String,
-        actual: String,
-        wanted: String,
-    },
-    #[error("invalid platform `{0}`: expected OS/ARCH[/VARIANT], e.g. linux/amd64")]
-    BadPlatform(String),
-    #[error("image `{image}`: {message}")]
-    Image { image: String, message: String },
-    #[error("container `{container}`: {message}")]
-    Container { container: String, message: String },
-}
-
-/// Checks and normalises a `--platform` value the way the engine reads it: lower case,
-/// `OS/ARCH[/VARIANT]`, with the usual architecture aliases (`x86_64` = `amd64`,
-/// `aarch64` = `arm64`).
-pub fn normalize_platform(p: &str) -> Result<String, EngineError> {
-    let lower = p.trim().to_ascii_lowercase();
-    let parts: Vec<&str> = lower.split('/').collect();
-    let ok_part = |s: &&str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-    };
-    if !(2..=3).contains(&parts.len()) || !parts.iter().all(ok_part) {
-        return Err(EngineError::BadPlatform(p.to_string()));
-    }
-    let mut out = vec![parts[0].to_string(), normalize_arch(parts[1]).to_string()];
-    if let Some(v) = parts.get(2) {
-        out.push((*v).to_string());
-    }
-    Ok(out.join("/"))
-}
-
-/// The engine's name for an architecture.
-pub fn normalize_arch(a: &str) -> &str {
-    match a {
-        "x86_64" | "x86-64" => "amd64",
-        "aarch64" => "arm64",
-        "i386" | "i686" => "386",
-        other => other,
-    }
-}
-
-/// Whether an image of `info` is of the (normalised) platform `wanted`. A variant is
-/// compared only when both sides have one.
-pub fn platform_matches(info: &ImageInfo, wanted: &str) -> bool {
-    let mut w = wanted.split('/');
-    let (os, arch, variant) = (w.next(), w.next(), w.next());
-    os.is_none_or(|o| o.eq_ignore_ascii_case(&info.os))
-        && arch.is_none_or(|a| a == normalize_arch(&info.architecture.to_ascii_lowercase()))
-        && variant.is_none_or(|v| info.variant.is_empty() || v.eq_ignore_ascii_case(&info.variant))
-}
 
 /// A container engine.
 pub trait Engine: Send + Sync {
@@ -167,16 +66,16 @@ pub trait Engine: Send + Sync {
         &'a self,
         image: &'a Reference,
         opts: &'a ResolveOptions,
-    ) -> BoxFuture<'a, Result<ImageInfo, EngineError>>;
+    ) -> BoxFuture<'a, Result<ImageInfo, SourceError>>;
 
     /// Creates (never starts) a container of `image` and returns its id.
-    fn create<'a>(&'a self, image: &'a ImageInfo) -> BoxFuture<'a, Result<String, EngineError>>;
+    fn create<'a>(&'a self, image: &'a ImageInfo) -> BoxFuture<'a, Result<String, SourceError>>;
 
     /// The container's file system as a tar stream.
     fn export(&self, container: &str) -> ByteStream;
 
     /// Removes the container (forced).
-    fn remove<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn remove<'a>(&'a self, container: &'a str) -> BoxFuture<'a, Result<(), SourceError>>;
 }
 
 /// Creates export containers and guarantees their removal.
@@ -212,13 +111,13 @@ impl Exports {
     /// Creates a container of `image` and opens its export as a blocking reader. Must be
     /// called from a thread that is not a runtime worker (it blocks on the runtime). The
     /// container is removed when the reader is dropped.
-    pub fn open(&self, image: &ImageInfo) -> Result<ExportReader, EngineError> {
+    pub fn open(&self, image: &ImageInfo) -> Result<ExportReader, SourceError> {
         let live = self.live.clone();
         let engine = self.engine.clone();
         {
             let mut l = lock(&live);
             if l.closed {
-                return Err(EngineError::Container {
+                return Err(SourceError::Container {
                     container: String::new(),
                     message: "interrupted".into(),
                 });
@@ -245,13 +144,13 @@ impl Exports {
                 // then let the handler (which waits for `creating` to reach 0) exit.
                 let _ = engine.remove(&id).await;
                 lock(&live).creating -= 1;
-                return Err(EngineError::Container {
+                return Err(SourceError::Container {
                     container: short(&id).to_string(),
                     message: "interrupted".into(),
                 });
             }
             lock(&live).creating -= 1;
-            Ok::<_, EngineError>(id)
+            Ok::<_, SourceError>(id)
         })?;
         let stream = idle_timeout(self.engine.export(&id), EXPORT_IDLE_TIMEOUT);
         let reader = SyncIoBridge::new_with_handle(StreamReader::new(stream), self.rt.clone());
@@ -402,21 +301,10 @@ impl Read for ExportReader {
                     "exporting container {} of image `{}`: {}",
                     short(&self.container),
                     self.image,
-                    engine_message(&e)
+                    e
                 ),
             )),
         }
-    }
-}
-
-/// The engine's words inside an I/O error of the export stream.
-fn engine_message(e: &io::Error) -> String {
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<bollard::errors::Error>())
-    {
-        Some(b) => docker::message(b),
-        None => e.to_string(),
     }
 }
 
@@ -439,11 +327,22 @@ impl Drop for ExportReader {
     }
 }
 
-/// Turns a bollard stream into the `ByteStream` of the trait.
-pub(crate) fn byte_stream<S, E>(s: S) -> ByteStream
-where
-    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
-    E: std::error::Error + Send + Sync + 'static,
-{
-    Box::pin(s.map_err(io::Error::other))
+/// The engine as an image source: resolve through the engine, open through an export
+/// container that is removed when the stream is dropped.
+impl ImageSource for Exports {
+    fn resolve<'a>(
+        &'a self,
+        image: &'a Reference,
+        opts: &'a ResolveOptions,
+    ) -> BoxFuture<'a, Result<ImageInfo, SourceError>> {
+        self.engine.resolve(image, opts)
+    }
+
+    fn open(&self, image: &ImageInfo) -> Result<ImageStream, SourceError> {
+        Ok(Box::new(Exports::open(self, image)?))
+    }
+
+    fn abort(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.remove_all())
+    }
 }

@@ -116,8 +116,8 @@ pub fn try_to_vec<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, serde_json::E
 /// Serialises `v` as Go would.
 ///
 /// Meant for values whose serialisation cannot fail: structs, strings, numbers, `Vec`s and
-/// maps keyed by strings, as every type of [`crate::oci::types`] and
-/// [`crate::oci::RuntimeJson`]. Should it fail anyway, the error is logged and the result is
+/// maps keyed by strings, as every type of the `types` module and
+/// `RuntimeJson` (the bundle module). Should it fail anyway, the error is logged and the result is
 /// empty (never valid JSON, so never mistaken for a good file); use [`try_to_vec`] to see
 /// the error.
 pub fn to_vec<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {

@@ -11,8 +11,6 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use clap::ValueEnum;
-
 use crate::archive::Sink;
 
 pub mod cpio;
@@ -24,21 +22,41 @@ pub use kernel::{KernelInitrdOutput, TarKernelInitrdOutput, kernel_initrd_paths}
 pub use tar::{DOCKERFILE, DockerOutput, TarGzOutput, TarOutput};
 
 /// Output formats (SPEC §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    #[value(name = "tar")]
     Tar,
-    #[value(name = "tar.gz")]
     TarGz,
-    #[value(name = "kernel+initrd")]
     KernelInitrd,
-    #[value(name = "tar-kernel-initrd")]
     TarKernelInitrd,
-    #[value(name = "docker")]
     Docker,
 }
 
 impl Format {
+    /// Every format, in the order the help lists them.
+    pub const ALL: &[Format] = &[
+        Format::Tar,
+        Format::TarGz,
+        Format::KernelInitrd,
+        Format::TarKernelInitrd,
+        Format::Docker,
+    ];
+
+    /// The format's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Tar => "tar",
+            Format::TarGz => "tar.gz",
+            Format::KernelInitrd => "kernel+initrd",
+            Format::TarKernelInitrd => "tar-kernel-initrd",
+            Format::Docker => "docker",
+        }
+    }
+
+    /// Formats that need a `kernel` section.
+    pub fn needs_kernel(self) -> bool {
+        matches!(self, Format::KernelInitrd | Format::TarKernelInitrd)
+    }
+
     /// Formats that produce one file (and may go to standard output).
     pub fn single_file(self) -> bool {
         self != Format::KernelInitrd
@@ -53,6 +71,27 @@ impl Format {
             Format::TarKernelInitrd => format!("{name}-initrd.tar"),
             Format::KernelInitrd => format!("{name}-initrd.img"),
         }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Format, String> {
+        Format::ALL
+            .iter()
+            .copied()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
+                format!("unknown format `{s}` (one of: {})", names.join(", "))
+            })
     }
 }
 
@@ -80,6 +119,8 @@ pub enum OutputError {
         "`-o` is only for single-file formats; kernel+initrd writes <dir>/<name>-kernel, -initrd.img and -cmdline (use --dir and --name)"
     )]
     OutputWithMultiFile,
+    #[error("{0}: is a directory; `-o` names the output file")]
+    IsDirectory(String),
     #[error("{path}")]
     Io {
         path: String,
@@ -227,10 +268,13 @@ impl Drop for AtomicFile {
     }
 }
 
-/// A single-file destination: an [`AtomicFile`] or standard output.
+/// A single-file destination: an [`AtomicFile`], standard output, or something that exists
+/// and is not a regular file (a device, a FIFO), written in place as standard output is —
+/// never replaced by a rename.
 pub enum FileOut {
     Atomic(AtomicFile),
     Stdout(BufWriter<io::Stdout>),
+    InPlace(BufWriter<File>),
 }
 
 impl FileOut {
@@ -240,7 +284,20 @@ impl FileOut {
                 256 * 1024,
                 io::stdout(),
             ))),
-            Destination::File(p) => Ok(FileOut::Atomic(AtomicFile::create(p)?)),
+            Destination::File(p) => match std::fs::metadata(p) {
+                Ok(m) if m.is_dir() => Err(OutputError::IsDirectory(p.display().to_string())),
+                Ok(m) if !m.is_file() => {
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(p)
+                        .map_err(|source| OutputError::Io {
+                            path: p.display().to_string(),
+                            source,
+                        })?;
+                    Ok(FileOut::InPlace(BufWriter::with_capacity(256 * 1024, f)))
+                }
+                _ => Ok(FileOut::Atomic(AtomicFile::create(p)?)),
+            },
             Destination::Files { dir, name } => {
                 Ok(FileOut::Atomic(AtomicFile::create(&dir.join(name))?))
             }
@@ -251,6 +308,7 @@ impl FileOut {
         match self {
             FileOut::Atomic(a) => a.commit(),
             FileOut::Stdout(mut w) => w.flush(),
+            FileOut::InPlace(mut w) => w.flush(),
         }
     }
 }
@@ -260,12 +318,14 @@ impl Write for FileOut {
         match self {
             FileOut::Atomic(a) => a.write(buf),
             FileOut::Stdout(s) => s.write(buf),
+            FileOut::InPlace(f) => f.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             FileOut::Atomic(a) => a.flush(),
             FileOut::Stdout(s) => s.flush(),
+            FileOut::InPlace(f) => f.flush(),
         }
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::spec::model::{ImageConfig, ImageEntry, Kernel, Pos, Spec, Trust};
 use crate::spec::schema::{self, Cx, DraftDoc, DraftEntry};
 use crate::spec::validate::{self, EntryFacts, VolumeFacts};
-use crate::spec::{Diagnostic, Diagnostics, Input, Loaded, yaml};
+use crate::spec::{Diagnostic, Diagnostics, Input, Loaded, STDIN_NAME, yaml};
 
 pub(crate) fn load(inputs: &[Input]) -> Result<Loaded, Diagnostics> {
     let mut fatal = Vec::new();
@@ -79,7 +79,7 @@ pub(crate) fn load_texts<'a>(
         warnings.append(&mut cx.warnings);
         append(&mut merged, d);
     }
-    check(&merged, &mut errors, &mut warnings);
+    check(&merged, &mut errors);
     sort(&mut warnings, &order);
     if !errors.is_empty() {
         sort(&mut errors, &order);
@@ -120,7 +120,7 @@ fn read(input: &Input, stdin_used: &mut bool) -> Result<(Arc<str>, String), Diag
                     message: format!("cannot read standard input: {e}"),
                 });
             }
-            ("-".to_string(), b)
+            (STDIN_NAME.to_string(), b)
         }
     };
     match String::from_utf8(bytes) {
@@ -172,7 +172,7 @@ fn merge_kernel(base: Kernel, k: Kernel) -> Kernel {
 }
 
 /// The checks that need the whole merged file.
-fn check(m: &DraftDoc, errors: &mut Vec<Diagnostic>, warnings: &mut Vec<Diagnostic>) {
+fn check(m: &DraftDoc, errors: &mut Vec<Diagnostic>) {
     if let Some(k) = &m.kernel
         && k.image.is_none()
     {
@@ -210,7 +210,7 @@ fn check(m: &DraftDoc, errors: &mut Vec<Diagnostic>, warnings: &mut Vec<Diagnost
         })
         .collect();
     let file_ids: Vec<_> = m.files.iter().flat_map(|f| f.ids.iter().cloned()).collect();
-    validate::cross_check(&entries, &volumes, &file_ids, errors, warnings);
+    validate::cross_check(&entries, &volumes, &file_ids, errors);
 }
 
 /// Builds the spec from drafts that passed every check.

@@ -29,6 +29,9 @@ use std::path::PathBuf;
 pub use model::*;
 pub use source::resolve_source;
 
+/// The name standard input has in messages.
+pub const STDIN_NAME: &str = "<stdin>";
+
 /// Where a YAML document comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {

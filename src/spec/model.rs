@@ -15,7 +15,8 @@ use serde::Serialize;
 use crate::oci::types::{IdMapping, Mount, Resources};
 use crate::spec::reference::Reference;
 
-/// Where a value was written: file (as given on the command line, `-` for standard input),
+/// Where a value was written: file (as given on the command line, `<stdin>` for standard
+/// input),
 /// 1-based line and column.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Pos {

@@ -43,7 +43,7 @@ pub fn resolve_source_in(
     } else {
         candidates.push(cwd.join(source));
         let file = &*entry.pos.file;
-        if file != "-" {
+        if file != crate::spec::STDIN_NAME {
             let dir = Path::new(file).parent().unwrap_or(Path::new(""));
             let beside = if dir.is_absolute() {
                 dir.join(source)
@@ -117,7 +117,7 @@ mod tests {
             Ok(Some(cwd.join("b")))
         );
         assert_eq!(
-            resolve_source_in(&entry("./b", "-", false), &cwd, None),
+            resolve_source_in(&entry("./b", crate::spec::STDIN_NAME, false), &cwd, None),
             Ok(Some(cwd.join("./b")))
         );
         assert_eq!(

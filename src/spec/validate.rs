@@ -78,15 +78,15 @@ pub(crate) struct VolumeFacts<'a> {
 }
 
 /// The checks over the whole merged file: unique service names, unique volume names, ids
-/// naming containers, volumes named in binds (an unknown one is an error; a read-only one
-/// bound without `ro` is a warning here, because LinuxKit accepts the file and fails only
-/// when building it — `build` must apply [`check_volume_bind`] to the merged binds).
+/// naming containers, volumes named in binds (an unknown one, or a read-only one bound
+/// without `ro`, is an error; LinuxKit's own test `070_volumes/002_rw_on_ro` expects its
+/// build to fail on the latter). Labels may bind volumes too: `build` applies
+/// [`check_volume_bind`] to the merged binds.
 pub(crate) fn cross_check(
     entries: &[EntryFacts<'_>],
     volumes: &[VolumeFacts<'_>],
     file_ids: &[(Id, Pos, String)],
     errors: &mut Vec<Diagnostic>,
-    warnings: &mut Vec<Diagnostic>,
 ) {
     let err = |errors: &mut Vec<Diagnostic>, pos: &Pos, message: String| {
         errors.push(Diagnostic {
@@ -142,13 +142,10 @@ pub(crate) fn cross_check(
                     let message = format!("`{path}`: {}", unknown_volume(bind, name));
                     err(errors, pos, message);
                 }
-                BindVolume::ReadOnlyWithoutRo(name) => warnings.push(Diagnostic {
-                    pos: Some(pos.clone()),
-                    message: format!(
-                        "`{path}`: {}: `build` will refuse it",
-                        readonly_without_ro(bind, name)
-                    ),
-                }),
+                BindVolume::ReadOnlyWithoutRo(name) => {
+                    let message = format!("`{path}`: {}", readonly_without_ro(bind, name));
+                    err(errors, pos, message);
+                }
             }
         }
     }

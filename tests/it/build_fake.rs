@@ -1,0 +1,284 @@
+//! The whole build — spec text to output bytes — through the library entry point the
+//! command line uses (`build::run`), with the in-memory fake engine; and the same build of
+//! the same images through the real engine, byte for byte.
+
+use crate::common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use imagesmith::archive::Entry;
+use imagesmith::build::{self, BuildOptions, DEFAULT_MTIME};
+use imagesmith::engine::docker::DockerEngine;
+use imagesmith::engine::fake::{Event, FakeEngine};
+use imagesmith::engine::{Engine, Exports};
+use imagesmith::output::{self, Format};
+use imagesmith::source::{ImageInfo, ImageSource, ResolveOptions};
+use imagesmith::spec::Input;
+use imagesmith::spec::reference::Reference;
+
+/// Options for building `yml` into `out` as `format`, as the command line would make them.
+fn options(yml: &Path, out: &Path, format: Format) -> BuildOptions {
+    BuildOptions {
+        inputs: vec![Input::Path(yml.to_path_buf())],
+        target: output::target(
+            Some(format),
+            Some(out.to_str().expect("utf-8")),
+            None,
+            None,
+            None,
+        )
+        .expect("target"),
+        create_dir: None,
+        mtime: DEFAULT_MTIME,
+        ahead: 0,
+        resolve_at_once: 4,
+        resolve: ResolveOptions::default(),
+    }
+}
+
+/// Runs `build::run` with `engine` as the image source.
+fn run_fake(opts: &BuildOptions, engine: Arc<FakeEngine>) -> anyhow::Result<build::Report> {
+    let connect = move |rt: &tokio::runtime::Runtime| -> anyhow::Result<Arc<dyn ImageSource>> {
+        let e: Arc<dyn Engine> = engine.clone();
+        Ok(Arc::new(Exports::new(e, rt.handle().clone())))
+    };
+    build::run(opts, &connect)
+}
+
+#[test]
+fn kernel_init_and_files_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = FakeEngine::new();
+    let modules = tar_of(&[
+        (Entry::dir("lib", 0o755, 9), &b""[..]),
+        (Entry::file("lib/m.ko", 0o644, 9, 1), b"m"),
+    ]);
+    // Lexical export order: the tarball comes before the microcode.
+    let kernel_tar = tar_of(&[
+        (Entry::file("kernel", 0o600, 9, 3), &b"krn"[..]),
+        (
+            Entry::file("kernel.tar", 0o644, 9, modules.len() as u64),
+            &modules,
+        ),
+        (Entry::file("ucode.cpio", 0o640, 9, 2), b"uc"),
+    ]);
+    engine.add("k/kernel:1", ImageInfo::default(), kernel_tar);
+    engine.add(
+        "i/init:1",
+        ImageInfo::default(),
+        tar_of(&[
+            (Entry::dir("etc", 0o755, 9), &b""[..]),
+            (Entry::file("etc/passwd", 0o644, 9, 1), b"p"),
+        ]),
+    );
+    let yml = write_file(
+        dir.path(),
+        "t.yml",
+        r#"kernel:
+  image: k/kernel:1
+  cmdline: console=ttyS0
+  ucode: ucode.cpio
+init:
+  - i/init:1
+files:
+  - path: etc/motd
+    contents: "hi\n"
+    mode: ""
+  - path: opt/app/conf
+    contents: "{}"
+    mode: "0644"
+    uid: 7
+  - path: usr/local/bin/sh
+    symlink: /bin/busybox
+"#,
+    );
+    let out = dir.path().join("out.tar");
+    let engine = Arc::new(engine);
+    let report = run_fake(&options(&yml, &out, Format::Tar), engine.clone()).expect("build");
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(
+        report.written,
+        vec![(Some(out.clone()), bytes.len() as u64)]
+    );
+    let out = read_tar(&bytes);
+    let names: Vec<&str> = out.iter().map(|e| e.path.as_str()).collect();
+    let idx = |n: &str| {
+        names
+            .iter()
+            .position(|x| *x == n)
+            .unwrap_or_else(|| panic!("{n} missing in {names:?}"))
+    };
+    assert_eq!(
+        &names[..6],
+        [
+            "boot",
+            "boot/cmdline",
+            "boot/kernel",
+            "boot/ucode.cpio",
+            "lib",
+            "lib/m.ko"
+        ]
+    );
+    let get = |n: &str| &out[idx(n)];
+    assert_eq!(get("boot/cmdline").data, b"console=ttyS0");
+    assert_eq!(get("boot/kernel").mode, 0o600);
+    assert_eq!(get("boot/kernel").mtime, DEFAULT_MTIME);
+    assert_eq!(get("boot/ucode.cpio").mode, 0o640);
+    assert_eq!(get("lib/m.ko").mtime, 9, "modules keep their headers");
+    assert!(idx("etc/passwd") < idx("etc/motd"));
+    // etc exists (from init): not written again; opt/app derived from 0644 + uid 7
+    assert_eq!(names.iter().filter(|n| **n == "etc").count(), 1);
+    assert_eq!(get("opt").mode, 0o755);
+    assert_eq!(get("opt/app").uid, 7);
+    assert_eq!(get("etc/motd").mode, 0o600);
+    assert_eq!(get("usr/local/bin").mode, 0o700);
+    assert_eq!(
+        get("usr/local/bin/sh").link.as_deref(),
+        Some("/bin/busybox")
+    );
+    assert!(engine.live_containers().is_empty());
+    let creates = engine
+        .events()
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Create { .. }))
+        .count();
+    assert_eq!(creates, 2);
+}
+
+#[test]
+fn kernel_errors_name_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = FakeEngine::new();
+    engine.add(
+        "k/kernel:1",
+        ImageInfo::default(),
+        tar_of(&[(Entry::file("kernel", 0o600, 9, 1), &b"k"[..])]),
+    );
+    let yml = write_file(dir.path(), "t.yml", "kernel:\n  image: k/kernel:1\n");
+    let out = dir.path().join("out.tar");
+    let err = run_fake(&options(&yml, &out, Format::Tar), Arc::new(engine)).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("docker.io/k/kernel:1") && msg.contains("kernel.tar"),
+        "{msg}"
+    );
+    assert!(!out.exists(), "no output after a failure");
+}
+
+#[test]
+fn every_missing_image_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = FakeEngine::new();
+    engine.add("i/here:1", ImageInfo::default(), tar_of::<&[u8]>(&[]));
+    let yml = write_file(
+        dir.path(),
+        "t.yml",
+        "init:\n  - i/here:1\n  - i/gone:1\nservices:\n  - name: s\n    image: i/lost:2\n",
+    );
+    let out = dir.path().join("out.tar");
+    let err = run_fake(&options(&yml, &out, Format::Tar), Arc::new(engine)).unwrap_err();
+    let msg = format!("{err:#}");
+    let file = yml.display().to_string();
+    assert!(msg.contains("2 images"), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "{file}:3:5: init image 2: image `docker.io/i/gone:1`"
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!(
+            "{file}:6:12: service `s`: image `docker.io/i/lost:2`"
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_invalid_spec_contacts_no_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let yml = write_file(dir.path(), "t.yml", "init:\n  - i/x:1\nbogus: 1\n");
+    let out = dir.path().join("out.tar");
+    let connect = |_: &tokio::runtime::Runtime| -> anyhow::Result<Arc<dyn ImageSource>> {
+        panic!("the source was contacted")
+    };
+    let err = build::run(&options(&yml, &out, Format::Tar), &connect).unwrap_err();
+    let d = err
+        .downcast_ref::<imagesmith::spec::Diagnostics>()
+        .expect("the problems of the spec");
+    assert_eq!(d.0.len(), 1, "{d}");
+    assert!(d.to_string().contains(":3:1:"), "{d}");
+}
+
+/// A spec of busybox test images built twice: by the binary through the engine, and by
+/// `build::run` through the fake engine holding the engine's own exports and image
+/// configurations. The outputs are the same bytes.
+#[test]
+fn fake_engine_build_equals_engine_build() {
+    require_engine();
+    let base = busybox_image("fake-eq-base", &[("etc/motd", b"base\n")]);
+    let rootfs = tempfile::tempdir().unwrap();
+    busybox_rootfs(rootfs.path());
+    let svc = TestImage::import(
+        rootfs.path(),
+        "fake-eq-svc",
+        &[
+            "CMD [\"/bin/sh\", \"-c\", \"echo hi\"]",
+            "ENV PATH=/bin",
+            r#"LABEL org.mobyproject.config="{\"capabilities\":[\"CAP_NET_ADMIN\"]}""#,
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let yml = write_file(
+        dir.path(),
+        "sys.yml",
+        &format!(
+            "init:\n  - {b}\nonboot:\n  - name: one\n    image: {s}\nservices:\n  - name: two\n    image: {b}\n    command: [\"/bin/sh\"]\n    readonly: true\nfiles:\n  - path: etc/issue\n    contents: \"x\\n\"\n",
+            b = base.name,
+            s = svc.name
+        ),
+    );
+    let engine_out = dir.path().join("engine.tar");
+    run_ok(
+        imagesmith()
+            .args(["-q", "build", "-o"])
+            .arg(&engine_out)
+            .arg(&yml),
+    );
+
+    // The same images in the fake engine: the engine's configuration and export of each.
+    let rt = runtime();
+    let engine = rt
+        .block_on(DockerEngine::connect_from_env())
+        .expect("connecting to the engine");
+    let mut fake = FakeEngine::new();
+    for image in [&base.name, &svc.name] {
+        let r = Reference::parse(image).expect("reference");
+        let info = rt
+            .block_on(engine.resolve(&r, &ResolveOptions::default()))
+            .expect("inspect");
+        let container = unique("fake-eq");
+        docker(&["create", "--name", &container, image, "/dev/null"]);
+        let export = run_ok(docker_command().args(["export", &container])).stdout;
+        docker(&["rm", "-f", &container]);
+        fake.add(image, info, export);
+    }
+    let fake_out = dir.path().join("fake.tar");
+    run_fake(&options(&yml, &fake_out, Format::Tar), Arc::new(fake)).expect("fake build");
+    let (a, b) = (
+        std::fs::read(&engine_out).unwrap(),
+        std::fs::read(&fake_out).unwrap(),
+    );
+    assert!(
+        read_tar(&a)
+            .iter()
+            .any(|e| e.path == "containers/onboot/000-one/config.json"),
+        "the build has the onboot bundle"
+    );
+    assert!(
+        a == b,
+        "the fake-engine build differs from the engine build"
+    );
+}
