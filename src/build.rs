@@ -68,6 +68,7 @@ pub fn run(opts: &BuildOptions, connect: Connect<'_>) -> anyhow::Result<Report> 
         log::warn!("{w}");
     }
     let spec = loaded.spec;
+    opts.target.check()?;
     if opts.target.format.needs_kernel()
         && spec
             .kernel

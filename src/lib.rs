@@ -9,6 +9,7 @@ pub mod engine;
 pub mod exec;
 pub mod oci;
 pub mod output;
+pub mod owner;
 pub mod pkg;
 pub mod plan;
 pub mod progress;

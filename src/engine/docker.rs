@@ -17,8 +17,8 @@ use futures_util::StreamExt;
 
 use super::auth::{self, Credentials, Source};
 use super::connect::{self, Address, Env, message};
-use super::owner::{self, Owner, Proc, Verdict};
 use super::{ByteStream, Engine, short};
+use crate::owner::{self, Owner, Proc, Verdict};
 use crate::progress::{Progress, PullEvent};
 use crate::source::{BoxFuture, ImageInfo, ResolveOptions, SourceError, platform_matches};
 use crate::spec::reference::Reference;
@@ -288,18 +288,33 @@ impl Engine for DockerEngine {
     ) -> BoxFuture<'a, Result<ImageInfo, SourceError>> {
         Box::pin(async move {
             let image = r.to_string();
-            let mut info = if opts.always_pull {
+            let local = if opts.always_pull {
                 None
             } else {
                 self.inspect(&image).await?
             };
-            if info.is_none() {
-                self.pull(r, opts).await?;
-                info = self.inspect(&image).await?;
-            }
-            let info = info.ok_or_else(|| SourceError::NotFound {
+            let info = match local {
+                Some(info) => Some(info),
+                None => {
+                    let why = if opts.always_pull {
+                        "pulling it (--pull) failed"
+                    } else {
+                        "it is not in the engine, and pulling it failed"
+                    };
+                    self.pull(r, opts).await.map_err(|e| match e {
+                        SourceError::NotFound { image, message }
+                        | SourceError::Pull { image, message } => SourceError::NotFound {
+                            image,
+                            message: format!("{why}: {message}"),
+                        },
+                        other => other,
+                    })?;
+                    self.inspect(&image).await?
+                }
+            };
+            let info = info.ok_or_else(|| SourceError::Image {
                 image: image.clone(),
-                message: "the engine does not have it after the pull".into(),
+                message: "the engine does not have it after a successful pull".into(),
             })?;
             if let Some(p) = &opts.platform
                 && !platform_matches(&info, p)

@@ -88,7 +88,7 @@ impl Engine for FakeEngine {
                 .map(|(i, _)| i.clone())
                 .ok_or_else(|| SourceError::NotFound {
                     image: key,
-                    message: "no such image in the fake engine".into(),
+                    message: "not in the fake engine".into(),
                 })
         })
     }

@@ -10,13 +10,12 @@
 //! turns an engine that stops sending into an error.
 //!
 //! Submodules: [`connect`] (where the engine is), [`auth`] (registry credentials),
-//! [`owner`] (container labels, and which containers a dead run left behind).
+//! `crate::owner` (container labels, and which containers a dead run left behind).
 
 pub mod auth;
 pub mod connect;
 pub mod docker;
 pub mod fake;
-pub mod owner;
 
 /// Connects to the Docker engine named by the environment (`DOCKER_HOST`, …), removes the
 /// containers dead runs left behind, and returns it as an image source that reports

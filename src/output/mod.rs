@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::archive::Sink;
+use crate::owner;
 
 pub mod cpio;
 pub mod gzip;
@@ -163,6 +164,18 @@ pub fn target(
     })
 }
 
+impl Target {
+    /// Checks what can be checked before any work: a file destination is not a directory.
+    pub fn check(&self) -> Result<(), OutputError> {
+        match &self.destination {
+            Destination::File(p) if p.is_dir() => {
+                Err(OutputError::IsDirectory(p.display().to_string()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// A format being written.
 pub trait Output: Sink {
     /// Completes the output: trailers written, files flushed, synced and renamed into place.
@@ -180,6 +193,54 @@ fn pending() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
 pub fn remove_pending() {
     for p in pending().drain(..) {
         let _ = std::fs::remove_file(&p);
+    }
+}
+
+/// The name of a temporary output file starts with `.<target name>.<pid>-<start>.`: the
+/// process writing it and that process's start time (see [`owner`]), so that a later run
+/// can tell the file of a killed run from one being written.
+fn temp_prefix(base: &str, pid: u32, start: Option<u64>) -> String {
+    format!(".{base}.{pid}-{}.", start.unwrap_or(0))
+}
+
+/// Removes the temporary files of `base` in `dir` whose writer is gone (killed with
+/// SIGKILL, or the machine restarted): the pid in the name runs no more, or runs a process
+/// started at another time. Failures are logged, never fatal.
+fn remove_stale_temporaries(dir: &Path, base: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let lead = format!(".{base}.");
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&lead))
+            .filter(|r| r.ends_with(".tmp"))
+        else {
+            continue;
+        };
+        let Some((pid, start)) = rest
+            .split_once('.')
+            .and_then(|(owner, _)| owner.split_once('-'))
+            .and_then(|(p, s)| Some((p.parse::<u32>().ok()?, s.parse::<u64>().ok()?)))
+        else {
+            continue;
+        };
+        let alive = match owner::start_time(pid) {
+            Some(now) => start == 0 || now == start,
+            None => false,
+        };
+        if !alive {
+            let path = e.path();
+            match std::fs::remove_file(&path) {
+                Ok(()) => log::info!(
+                    "removed {}, left by imagesmith process {pid}, which is gone",
+                    path.display()
+                ),
+                Err(err) => log::warn!("cannot remove {}: {err}", path.display()),
+            }
+        }
     }
 }
 
@@ -205,8 +266,13 @@ impl AtomicFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "output".into());
+        remove_stale_temporaries(&dir, &base);
         let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{base}."))
+            .prefix(&temp_prefix(
+                &base,
+                std::process::id(),
+                owner::start_time(std::process::id()),
+            ))
             .suffix(".tmp")
             .tempfile_in(&dir)
             .map_err(io_err)?;
@@ -396,6 +462,33 @@ mod tests {
         assert!(target(Some(Format::KernelInitrd), Some("x"), None, None, None).is_err());
         let t = target(None, Some("-"), None, None, None).unwrap();
         assert_eq!(t.destination, Destination::Stdout);
+    }
+
+    #[test]
+    fn temporaries_of_gone_processes_are_removed_and_no_others() {
+        let d = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let dead = gone.id();
+        gone.wait().unwrap();
+        let mine = owner::start_time(me);
+        let names = [
+            (temp_prefix("k.tar", dead, Some(5)) + "aB3xYz.tmp", false),
+            (
+                temp_prefix("k.tar", me, mine.map(|s| s + 1)) + "aB3xYz.tmp",
+                false,
+            ),
+            (temp_prefix("k.tar", me, mine) + "aB3xYz.tmp", true),
+            (temp_prefix("other.tar", dead, Some(5)) + "aB3xYz.tmp", true),
+            (".k.tar.notours.tmp".to_string(), true),
+        ];
+        for (n, _) in &names {
+            std::fs::write(d.path().join(n), b"x").unwrap();
+        }
+        remove_stale_temporaries(d.path(), "k.tar");
+        for (n, kept) in &names {
+            assert_eq!(d.path().join(n).exists(), *kept, "{n}");
+        }
     }
 
     #[test]

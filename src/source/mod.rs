@@ -82,7 +82,8 @@ pub struct ResolveOptions {
 pub enum SourceError {
     #[error("{0}")]
     Connect(String),
-    #[error("image `{image}` not found: {message}")]
+    /// `message` says why: not in the engine and the pull failed, not in the registry, …
+    #[error("image `{image}`: {message}")]
     NotFound { image: String, message: String },
     #[error("image `{image}`: pull denied: {message}{hint}")]
     PullDenied {

@@ -277,6 +277,9 @@ fn closed_stdout_is_a_failure() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("standard output was closed"), "{stderr}");
+    assert!(
+        stderr.contains("closed standard output before the end"),
+        "{stderr}"
+    );
     assert!(img.containers().is_empty(), "containers left behind");
 }

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::engine::{Certs, ENGINE_SOCKET, Registry, TlsProxy};
 use common::{
-    TestImage, containers, docker, labelled_container, other_arch, require_engine, tar_text, unique,
+    TestImage, busybox_image, containers, docker, labelled_container, other_arch, require_engine,
+    tar_text, unique,
 };
 
 /// A build command with a clean environment: no DOCKER_* and no RUST_LOG from the caller
@@ -85,7 +86,7 @@ fn a_pull_uses_docker_config_credentials_and_fails_without_them_naming_the_image
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
         err.contains(&format!(
-            "error: building init image 1: image `{remote}`: pull denied: "
+            "system.yml:2:5: init image 1: image `{remote}`: pull denied: "
         )),
         "{err}"
     );
@@ -218,7 +219,7 @@ fn a_missing_image_and_a_platform_mismatch_are_errors_naming_the_image() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
         err.contains(&format!(
-            "error: building init image 1: image `{missing}` not found: "
+            "system.yml:2:5: init image 1: image `{missing}`: it is not in the engine, and pulling it failed: "
         )),
         "{err}"
     );
@@ -350,7 +351,7 @@ fn the_next_run_removes_what_a_sigkilled_run_left_and_nothing_of_live_runs() {
     assert_eq!(left.len(), 1, "SIGKILL leaves the container: {left:?}");
 
     // A container of a live run on this host (this test process): must survive.
-    let me = imagesmith::engine::owner::Owner::current();
+    let me = imagesmith::owner::Owner::current();
     let live = labelled_container(&image, me.labels());
 
     let other = TestImage::new("cli-sigkill-next");
@@ -428,4 +429,52 @@ fn a_terminal_gets_progress_bars() {
         "log lines still come through: {shown:?}"
     );
     assert!(image.containers().is_empty());
+}
+
+#[test]
+fn the_next_run_removes_the_temporary_file_of_a_sigkilled_run() {
+    // Big enough that the build is still writing when it is killed.
+    let big = vec![7u8; 96 << 20];
+    let image = busybox_image("cli-sigkill-tmp", &[("big", &big)]);
+    let dir = tempfile::tempdir().expect("dir");
+    let y = yaml(dir.path(), &[&image.name]);
+    let target = dir.path().join("k.tar");
+    let temporaries = || -> Vec<String> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".k.tar.") && n.ends_with(".tmp"))
+            .collect()
+    };
+    let mut c = imagesmith_in(dir.path());
+    c.arg("build").arg(&y).arg("-o").arg(&target);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = c.spawn().expect("imagesmith runs");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while temporaries().is_empty() {
+        assert!(
+            child.try_wait().ok().flatten().is_none(),
+            "the build ended before its temporary file was seen"
+        );
+        assert!(Instant::now() < deadline, "no temporary file after 120 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    signal(&child, libc::SIGKILL);
+    let _ = child.wait();
+    let left = temporaries();
+    assert_eq!(left.len(), 1, "SIGKILL leaves the temporary file: {left:?}");
+    assert!(!target.exists());
+
+    let mut next = imagesmith_in(dir.path());
+    next.arg("build").arg(&y).arg("-o").arg(&target);
+    let o = run(next);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("removed {}", dir.path().join(&left[0]).display())),
+        "{err}"
+    );
+    assert!(temporaries().is_empty(), "left: {:?}", temporaries());
+    assert!(target.is_file());
 }

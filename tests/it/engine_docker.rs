@@ -17,8 +17,8 @@ use common::{
 use imagesmith::engine::auth::Credentials;
 use imagesmith::engine::connect::{Address, Env};
 use imagesmith::engine::docker::DockerEngine;
-use imagesmith::engine::owner::{self, Owner};
 use imagesmith::engine::{Engine, Exports};
+use imagesmith::owner::{self, Owner};
 use imagesmith::source::{ImageInfo, ResolveOptions, SourceError as EngineError};
 use imagesmith::spec::reference::Reference;
 
@@ -109,7 +109,9 @@ fn a_missing_image_is_an_error_naming_it() {
     let msg = e.to_string();
     assert!(matches!(e, EngineError::NotFound { .. }), "{e:?}");
     assert!(
-        msg.contains(&format!("image `{missing}` not found")),
+        msg.contains(&format!(
+            "image `{missing}`: it is not in the engine, and pulling it failed: "
+        )) && msg.contains("manifest unknown"),
         "{msg}"
     );
 
@@ -117,6 +119,11 @@ fn a_missing_image_is_an_error_naming_it() {
     let nowhere = format!("127.0.0.1:{}/{}:1", free_port(), unique("nowhere"));
     let e = resolve(&rt, &engine, &nowhere, &ResolveOptions::default()).expect_err("no registry");
     assert!(e.to_string().contains(&format!("image `{nowhere}`")), "{e}");
+    assert!(
+        e.to_string()
+            .contains("it is not in the engine, and pulling it failed: "),
+        "{e}"
+    );
 }
 
 #[test]
@@ -305,9 +312,9 @@ fn containers_of_dead_runs_on_this_host_are_removed_and_no_others() {
     let elsewhere = labelled_container(&image, base(&unique("host"), dead_pid, Some(1)));
 
     let engine = connect(&rt, &local_env(), no_credentials());
+    // Other tests' builds run `remove_stale` at the same time and may remove `dead` and
+    // `reused` first: what counts is what is left, and that this call removed no other.
     let removed = rt.block_on(engine.remove_stale());
-    assert!(removed.contains(&dead), "{removed:?}");
-    assert!(removed.contains(&reused), "{removed:?}");
     assert!(!removed.contains(&live) && !removed.contains(&elsewhere));
     let left = image.containers();
     assert!(

@@ -1,4 +1,5 @@
-//! Who owns an export container (SPEC §3): the labels imagesmith puts on every container it
+//! Who owns what a run leaves while it works — export containers and temporary output
+//! files — and whether that run is gone. For containers (SPEC §3): the labels imagesmith puts on every container it
 //! creates — the tool, a run id, the host, the process id, the process's start time and the
 //! boot id — and the rule that decides whether a labelled container was left behind by a run
 //! that is gone (killed with SIGKILL, or the machine rebooted), so that a later run may remove
