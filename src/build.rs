@@ -35,7 +35,8 @@ pub const DEFAULT_MTIME: u64 = 1_492_533_000;
 pub struct BuildOptions {
     /// The YAML documents, merged in order.
     pub inputs: Vec<Input>,
-    pub target: Target,
+    /// One per format, written from one pass over the images.
+    pub targets: Vec<Target>,
     /// A directory to create before writing (`--dir`).
     pub create_dir: Option<PathBuf>,
     /// The time of generated entries.
@@ -68,18 +69,16 @@ pub fn run(opts: &BuildOptions, connect: Connect<'_>) -> anyhow::Result<Report> 
         log::warn!("{w}");
     }
     let spec = loaded.spec;
-    opts.target.check()?;
-    if opts.target.format.needs_kernel()
-        && spec
-            .kernel
-            .as_ref()
-            .and_then(|k| k.image.as_ref())
-            .is_none()
-    {
-        bail!(
-            "format {} needs a `kernel` section with an image",
-            opts.target.format
-        );
+    let has_kernel = spec
+        .kernel
+        .as_ref()
+        .and_then(|k| k.image.as_ref())
+        .is_some();
+    for t in &opts.targets {
+        t.check()?;
+        if t.format.needs_kernel() && !has_kernel {
+            bail!("format {} needs a `kernel` section with an image", t.format);
+        }
     }
     let files = plan::files(&spec)?;
     if let Some(dir) = &opts.create_dir {
@@ -104,11 +103,11 @@ pub fn run(opts: &BuildOptions, connect: Connect<'_>) -> anyhow::Result<Report> 
     )?;
     let plan = plan::plan(&spec, &images, files)?;
 
-    let mut out = output::open(&opts.target, opts.mtime)?;
+    let mut out = output::open_all(&opts.targets, opts.mtime)?;
     exec::execute(&plan, source, opts.ahead, opts.mtime, out.as_mut())?;
     out.finish().context("finishing the output")?;
     Ok(Report {
-        written: written(&opts.target),
+        written: opts.targets.iter().flat_map(written).collect(),
         elapsed: started.elapsed(),
     })
 }

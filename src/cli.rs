@@ -84,8 +84,10 @@ struct BuildArgs {
     #[arg(short, long)]
     output: Option<String>,
     /// Output format (default: tar, or tar.gz for an output ending in .tar.gz/.tgz).
-    #[arg(short, long, value_parser = format_parser())]
-    format: Option<Format>,
+    /// Repeat it, or separate formats with commas, to write several from one pass over the
+    /// images (each under its default name; not with -o).
+    #[arg(short, long, value_parser = format_parser(), value_delimiter = ',', action = clap::ArgAction::Append)]
+    format: Vec<Format>,
     /// Output name without -o (default: the last YAML file's stem).
     #[arg(long)]
     name: Option<String>,
@@ -146,8 +148,8 @@ fn fixed_mtime() -> anyhow::Result<u64> {
 /// `build`'s arguments as options; nothing is read or contacted yet.
 fn build_options(args: &BuildArgs) -> anyhow::Result<BuildOptions> {
     let last_input = args.files.last().filter(|f| *f != "-").map(Path::new);
-    let target = output::target(
-        args.format,
+    let targets = output::targets(
+        &args.format,
         args.output.as_deref(),
         args.name.as_deref(),
         args.dir.as_deref(),
@@ -156,7 +158,7 @@ fn build_options(args: &BuildArgs) -> anyhow::Result<BuildOptions> {
     let jobs = usize::from(args.jobs).max(1);
     Ok(BuildOptions {
         inputs: inputs(&args.files),
-        target,
+        targets,
         create_dir: args.dir.clone(),
         mtime: fixed_mtime()?,
         ahead: jobs - 1,
@@ -284,10 +286,11 @@ fn build(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
                 None => "standard output".to_string(),
             })
             .collect();
+        let formats: Vec<&str> = opts.targets.iter().map(|t| t.format.name()).collect();
         log::info!(
             "built {} as {} in {:.1} s: {}",
             args.files.join(", "),
-            opts.target.format,
+            formats.join(" and "),
             report.elapsed.as_secs_f64(),
             what.join(", ")
         );

@@ -36,16 +36,13 @@ pub fn docker_source(
 
 use std::collections::BTreeSet;
 use std::io::{self, Read};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::Stream;
 use tokio::runtime::Handle;
-use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::progress::{ExportProgress, Progress};
+use crate::source::readahead::ReadAhead;
 use crate::source::{BoxFuture, ImageInfo, ImageSource, ImageStream, ResolveOptions, SourceError};
 use crate::spec::reference::Reference;
 
@@ -55,7 +52,10 @@ pub const EXPORT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// reader stops at the end-of-archive block; the engine's stream has a little more).
 const DRAIN_LIMIT: usize = 64 * 1024;
 
-pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+pub use crate::source::readahead::ByteStream;
+
+/// Chunks of an export read ahead of the rewrite (the engine sends up to ~150 KB a chunk).
+const READ_AHEAD: usize = 32;
 
 /// A container engine.
 pub trait Engine: Send + Sync {
@@ -152,7 +152,7 @@ impl Exports {
             Ok::<_, SourceError>(id)
         })?;
         let stream = idle_timeout(self.engine.export(&id), EXPORT_IDLE_TIMEOUT);
-        let reader = SyncIoBridge::new_with_handle(StreamReader::new(stream), self.rt.clone());
+        let reader = ReadAhead::spawn(&self.rt, stream, READ_AHEAD);
         Ok(ExportReader {
             inner: Some(reader),
             container: id,
@@ -239,11 +239,9 @@ fn idle_timeout(stream: ByteStream, idle: Duration) -> ByteStream {
     ))
 }
 
-type Bridge = SyncIoBridge<StreamReader<ByteStream, Bytes>>;
-
 /// A container's export as a blocking reader; removes the container when dropped.
 pub struct ExportReader {
-    inner: Option<Bridge>,
+    inner: Option<ReadAhead>,
     container: String,
     image: String,
     progress: ExportProgress,

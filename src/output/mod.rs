@@ -7,17 +7,20 @@
 //! once at the end.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::archive::Sink;
 use crate::owner;
+use pipe::Threaded;
 
 pub mod cpio;
 pub mod gzip;
 pub mod kernel;
+pub mod pipe;
 pub mod tar;
+pub mod tee;
 
 pub use kernel::{KernelInitrdOutput, TarKernelInitrdOutput, kernel_initrd_paths};
 pub use tar::{DOCKERFILE, DockerOutput, TarGzOutput, TarOutput};
@@ -120,6 +123,10 @@ pub enum OutputError {
         "`-o` is only for single-file formats; kernel+initrd writes <dir>/<name>-kernel, -initrd.img and -cmdline (use --dir and --name)"
     )]
     OutputWithMultiFile,
+    #[error("`-o` names one output: with several formats, use --dir and --name")]
+    OutputWithSeveralFormats,
+    #[error("format {0} is given twice")]
+    DuplicateFormat(Format),
     #[error("{0}: is a directory; `-o` names the output file")]
     IsDirectory(String),
     #[error("{path}")]
@@ -162,6 +169,37 @@ pub fn target(
         format,
         destination,
     })
+}
+
+/// The targets of one build: one per format (several formats write from one pass over
+/// the images, each under its default name; `-o` is for a single format).
+pub fn targets(
+    formats: &[Format],
+    output: Option<&str>,
+    name: Option<&str>,
+    dir: Option<&Path>,
+    last_input: Option<&Path>,
+) -> Result<Vec<Target>, OutputError> {
+    if formats.len() <= 1 {
+        return Ok(vec![target(
+            formats.first().copied(),
+            output,
+            name,
+            dir,
+            last_input,
+        )?]);
+    }
+    if output.is_some() {
+        return Err(OutputError::OutputWithSeveralFormats);
+    }
+    let mut out: Vec<Target> = Vec::new();
+    for f in formats {
+        if out.iter().any(|t| t.format == *f) {
+            return Err(OutputError::DuplicateFormat(*f));
+        }
+        out.push(target(Some(*f), None, name, dir, last_input)?);
+    }
+    Ok(out)
 }
 
 impl Target {
@@ -249,7 +287,7 @@ fn remove_stale_temporaries(dir: &Path, base: &str) {
 pub struct AtomicFile {
     tmp: Option<tempfile::NamedTempFile>,
     target: PathBuf,
-    writer: Option<BufWriter<File>>,
+    writer: Option<Threaded<File>>,
 }
 
 impl AtomicFile {
@@ -281,7 +319,7 @@ impl AtomicFile {
         Ok(AtomicFile {
             tmp: Some(tmp),
             target: target.to_path_buf(),
-            writer: Some(BufWriter::with_capacity(256 * 1024, file)),
+            writer: Some(Threaded::new(file).map_err(io_err)?),
         })
     }
 
@@ -292,7 +330,7 @@ impl AtomicFile {
     /// Flushes, syncs, gives the file mode 0644 and renames it to the target.
     pub fn commit(mut self) -> io::Result<()> {
         if let Some(w) = self.writer.take() {
-            let file = w.into_inner().map_err(|e| e.into_error())?;
+            let file = w.finish()?;
             file.sync_all()?;
         }
         let Some(tmp) = self.tmp.take() else {
@@ -339,17 +377,19 @@ impl Drop for AtomicFile {
 /// never replaced by a rename.
 pub enum FileOut {
     Atomic(AtomicFile),
-    Stdout(BufWriter<io::Stdout>),
-    InPlace(BufWriter<File>),
+    Stdout(Threaded<io::Stdout>),
+    InPlace(Threaded<File>),
 }
 
 impl FileOut {
     pub fn open(dest: &Destination) -> Result<FileOut, OutputError> {
         match dest {
-            Destination::Stdout => Ok(FileOut::Stdout(BufWriter::with_capacity(
-                256 * 1024,
-                io::stdout(),
-            ))),
+            Destination::Stdout => Ok(FileOut::Stdout(Threaded::new(io::stdout()).map_err(
+                |source| OutputError::Io {
+                    path: "standard output".into(),
+                    source,
+                },
+            )?)),
             Destination::File(p) => match std::fs::metadata(p) {
                 Ok(m) if m.is_dir() => Err(OutputError::IsDirectory(p.display().to_string())),
                 Ok(m) if !m.is_file() => {
@@ -360,7 +400,12 @@ impl FileOut {
                             path: p.display().to_string(),
                             source,
                         })?;
-                    Ok(FileOut::InPlace(BufWriter::with_capacity(256 * 1024, f)))
+                    Ok(FileOut::InPlace(Threaded::new(f).map_err(|source| {
+                        OutputError::Io {
+                            path: p.display().to_string(),
+                            source,
+                        }
+                    })?))
                 }
                 _ => Ok(FileOut::Atomic(AtomicFile::create(p)?)),
             },
@@ -373,8 +418,8 @@ impl FileOut {
     pub fn commit(self) -> io::Result<()> {
         match self {
             FileOut::Atomic(a) => a.commit(),
-            FileOut::Stdout(mut w) => w.flush(),
-            FileOut::InPlace(mut w) => w.flush(),
+            FileOut::Stdout(w) => w.finish().map(drop),
+            FileOut::InPlace(w) => w.finish().map(drop),
         }
     }
 }
@@ -393,6 +438,18 @@ impl Write for FileOut {
             FileOut::Stdout(s) => s.flush(),
             FileOut::InPlace(f) => f.flush(),
         }
+    }
+}
+
+/// Opens the outputs of `targets`: one, or a [`tee::Tee`] of several.
+pub fn open_all(targets: &[Target], mtime: u64) -> Result<Box<dyn Output>, OutputError> {
+    match targets {
+        [one] => open(one, mtime),
+        many => Ok(Box::new(tee::Tee::new(
+            many.iter()
+                .map(|t| open(t, mtime))
+                .collect::<Result<_, _>>()?,
+        ))),
     }
 }
 

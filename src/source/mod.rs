@@ -7,6 +7,7 @@
 //! later ones ahead when asked to.
 
 pub mod queue;
+pub mod readahead;
 
 use std::collections::BTreeMap;
 use std::future::Future;

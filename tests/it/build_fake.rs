@@ -20,17 +20,23 @@ use imagesmith::spec::reference::Reference;
 
 /// Options for building `yml` into `out` as `format`, as the command line would make them.
 fn options(yml: &Path, out: &Path, format: Format) -> BuildOptions {
+    let target = output::target(
+        Some(format),
+        Some(out.to_str().expect("utf-8")),
+        None,
+        None,
+        None,
+    )
+    .expect("target");
+    options_with(yml, vec![target], None)
+}
+
+/// Options for building `yml` into `targets`, creating `dir` first.
+fn options_with(yml: &Path, targets: Vec<output::Target>, dir: Option<&Path>) -> BuildOptions {
     BuildOptions {
         inputs: vec![Input::Path(yml.to_path_buf())],
-        target: output::target(
-            Some(format),
-            Some(out.to_str().expect("utf-8")),
-            None,
-            None,
-            None,
-        )
-        .expect("target"),
-        create_dir: None,
+        targets,
+        create_dir: dir.map(Path::to_path_buf),
         mtime: DEFAULT_MTIME,
         ahead: 0,
         resolve_at_once: 4,
@@ -281,4 +287,74 @@ fn fake_engine_build_equals_engine_build() {
         a == b,
         "the fake-engine build differs from the engine build"
     );
+}
+
+#[test]
+fn several_formats_from_one_pass_equal_their_single_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i % 253) as u8).collect();
+    let engine = || {
+        let mut e = FakeEngine::new();
+        e.add(
+            "k/kernel:1",
+            ImageInfo::default(),
+            tar_of(&[(Entry::file("kernel", 0o600, 9, 3), &b"krn"[..])]),
+        );
+        e.add(
+            "i/init:1",
+            ImageInfo::default(),
+            tar_of(&[
+                (Entry::file("small", 0o644, 9, 2), &b"hi"[..]),
+                // Larger than what the tee holds in memory: spooled for the other formats.
+                (Entry::file("big", 0o644, 9, big.len() as u64), &big),
+            ]),
+        );
+        Arc::new(e)
+    };
+    let yml = write_file(
+        dir.path(),
+        "sys.yml",
+        "kernel:\n  image: k/kernel:1\n  cmdline: console=ttyS0\n  tar: none\ninit:\n  - i/init:1\n",
+    );
+    let formats = [Format::Tar, Format::TarGz, Format::KernelInitrd];
+    let together = dir.path().join("together");
+    let opts = options_with(
+        &yml,
+        output::targets(&formats, None, Some("sys"), Some(&together), None).unwrap(),
+        Some(&together),
+    );
+    let engine_once = engine();
+    let report = run_fake(&opts, engine_once.clone()).expect("one pass, three formats");
+    assert_eq!(report.written.len(), 5, "{:?}", report.written);
+    let exports = engine_once
+        .events()
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::ExportStart(_)))
+        .count();
+    assert_eq!(exports, 2, "each image exported once");
+    for f in formats {
+        let alone = dir.path().join(f.name());
+        let o = options_with(
+            &yml,
+            output::targets(&[f], None, Some("sys"), Some(&alone), None).unwrap(),
+            Some(&alone),
+        );
+        run_fake(&o, engine()).expect("single format");
+        let mut names: Vec<_> = std::fs::read_dir(&alone)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            assert!(
+                std::fs::read(alone.join(&n)).unwrap() == std::fs::read(together.join(&n)).unwrap(),
+                "{f}: {n:?} differs"
+            );
+        }
+    }
+    assert!(
+        output::targets(&formats, Some("x.tar"), None, None, None).is_err(),
+        "-o with several formats"
+    );
+    assert!(output::targets(&[Format::Tar, Format::Tar], None, None, None, None).is_err());
 }
