@@ -17,16 +17,37 @@ need_root() {
 
 PACKAGES=(time docker.io docker-registry runc busybox-static cpio socat qemu-system-x86 linux-image-amd64 kmod python3 openssl apache2-utils stunnel4)
 
+# The Rust toolchain is not a Debian package here (Debian 12's rustc is 1.63; imagesmith
+# needs the `rust-version` of Cargo.toml): it comes from rustup, which this script does not
+# run. Say so before spending minutes on packages.
+need_rust=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(dirname "$0")/../Cargo.toml")
+if ! command -v cargo >/dev/null 2>&1; then
+  log "cargo is not installed: install Rust >= $need_rust with rustup (see README.md, Toolchain), then run this again"
+  exit 1
+fi
+have_rust=$(rustc --version | awk '{print $2}')
+if [ "$(printf '%s\n%s\n' "$need_rust" "$have_rust" | sort -V | head -1)" != "$need_rust" ]; then
+  log "rustc $have_rust is older than the $need_rust imagesmith needs: \`rustup update stable\`"
+  exit 1
+fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   need_root
-  log "installing ${missing[*]}"
+  log "installing ${#missing[@]} Debian packages and what they need (${missing[*]}): about 2-3 minutes on a fresh machine"
   export DEBIAN_FRONTEND=noninteractive
+  log "apt-get update"
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # One line per package set up, so a long install shows it is moving.
+  { apt-get install -y --no-install-recommends "${missing[@]}" 2>&1 || true; } \
+    | { grep --line-buffered -E '^(Setting up|E:)' || true; } | sed -u 's/^/setup: /' >&2
+  for p in "${missing[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
+      || { log "package $p did not install"; exit 1; }
+  done
 fi
 
 engine_up() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }

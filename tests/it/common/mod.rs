@@ -46,10 +46,12 @@ pub fn shared_dir() -> PathBuf {
         return PathBuf::from(d);
     }
     let beside = repo().join("../shared");
-    if beside.is_dir() {
-        return beside;
-    }
-    PathBuf::from("/work/shared")
+    assert!(
+        beside.is_dir(),
+        "the shared test data is missing: neither $IMAGESMITH_SHARED is set nor {} exists",
+        beside.display()
+    );
+    beside
 }
 
 /// The `.yml` and `.yaml` files under `dir`, its subdirectories included, sorted (by name
@@ -335,14 +337,15 @@ pub fn busybox_image(what: &str, extra: &[(&str, &[u8])]) -> TestImage {
     TestImage::import(dir.path(), what, &["CMD [\"/bin/sh\"]", "ENV PATH=/bin"])
 }
 
-/// Images this process created for its whole life, removed at exit.
+/// Images this process created for its whole life, removed at exit (with their untagged
+/// parents: the intermediate images of a classic `docker build`).
 static AT_EXIT: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 extern "C" fn remove_images_at_exit() {
     let images = AT_EXIT.lock().map(|v| v.clone()).unwrap_or_default();
     if !images.is_empty() {
         let _ = docker_command()
-            .args(["image", "rm", "--force", "--no-prune"])
+            .args(["image", "rm", "--force"])
             .args(&images)
             .output();
     }
