@@ -62,7 +62,8 @@ pub fn run(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
         args.name.as_deref(),
         args.dir.as_deref(),
         last_input,
-    )?;
+    )?
+    .with_initrd_compression(args.initrd_compression)?;
     if matches!(
         target.format,
         Format::KernelInitrd | Format::TarKernelInitrd

@@ -66,9 +66,13 @@ pub struct BuildArgs {
     /// Output file, or `-` for standard output (single-file formats only).
     #[arg(short, long)]
     pub output: Option<String>,
-    /// Output format (default: tar, or tar.gz for an output ending in .tar.gz/.tgz).
+    /// Output format (default: tar; tar.gz for an output ending in .tar.gz/.tgz, tar.zst for
+    /// .tar.zst/.tzst).
     #[arg(short, long, value_enum)]
     pub format: Option<Format>,
+    /// Compression of the initrd (kernel+initrd, tar-kernel-initrd).
+    #[arg(long, value_enum, default_value_t)]
+    pub initrd_compression: crate::output::Codec,
     /// Output name without -o (default: the last YAML file's stem).
     #[arg(long)]
     pub name: Option<String>,

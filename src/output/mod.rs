@@ -15,13 +15,16 @@ use clap::ValueEnum;
 
 use crate::archive::Sink;
 
+pub mod compress;
 pub mod cpio;
 pub mod gzip;
 pub mod kernel;
 pub mod tar;
+pub mod zstd;
 
+pub use compress::Codec;
 pub use kernel::{KernelInitrdOutput, TarKernelInitrdOutput, kernel_initrd_paths};
-pub use tar::{DOCKERFILE, DockerOutput, TarGzOutput, TarOutput};
+pub use tar::{CompressedTarOutput, DOCKERFILE, DockerOutput, TarOutput};
 
 /// Output formats (SPEC §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -30,6 +33,8 @@ pub enum Format {
     Tar,
     #[value(name = "tar.gz")]
     TarGz,
+    #[value(name = "tar.zst")]
+    TarZst,
     #[value(name = "kernel+initrd")]
     KernelInitrd,
     #[value(name = "tar-kernel-initrd")]
@@ -49,6 +54,7 @@ impl Format {
         match self {
             Format::Tar => format!("{name}.tar"),
             Format::TarGz => format!("{name}.tar.gz"),
+            Format::TarZst => format!("{name}.tar.zst"),
             Format::Docker => format!("{name}.docker.tar"),
             Format::TarKernelInitrd => format!("{name}-initrd.tar"),
             Format::KernelInitrd => format!("{name}-initrd.img"),
@@ -72,6 +78,22 @@ pub enum Destination {
 pub struct Target {
     pub format: Format,
     pub destination: Destination,
+    /// The initrd's codec (`--initrd-compression`), for the kernel formats.
+    pub initrd: Codec,
+}
+
+impl Target {
+    /// Sets the initrd's codec; anything but the default is an error for a format without
+    /// an initrd.
+    pub fn with_initrd_compression(mut self, codec: Codec) -> Result<Target, OutputError> {
+        if codec != Codec::default()
+            && !matches!(self.format, Format::KernelInitrd | Format::TarKernelInitrd)
+        {
+            return Err(OutputError::InitrdCompression);
+        }
+        self.initrd = codec;
+        Ok(self)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +102,10 @@ pub enum OutputError {
         "`-o` is only for single-file formats; kernel+initrd writes <dir>/<name>-kernel, -initrd.img and -cmdline (use --dir and --name)"
     )]
     OutputWithMultiFile,
+    #[error(
+        "--initrd-compression is for the formats with an initrd (kernel+initrd, tar-kernel-initrd); use -f tar.zst for a zstd tar"
+    )]
+    InitrdCompression,
     #[error("{path}")]
     Io {
         path: String,
@@ -98,6 +124,7 @@ pub fn target(
 ) -> Result<Target, OutputError> {
     let format = format.unwrap_or_else(|| match output {
         Some(o) if o.ends_with(".tar.gz") || o.ends_with(".tgz") => Format::TarGz,
+        Some(o) if o.ends_with(".tar.zst") || o.ends_with(".tzst") => Format::TarZst,
         _ => Format::Tar,
     });
     let dir = dir
@@ -119,6 +146,7 @@ pub fn target(
     Ok(Target {
         format,
         destination,
+        initrd: Codec::default(),
     })
 }
 
@@ -274,20 +302,35 @@ impl Write for FileOut {
 /// the members the formats add: the docker `Dockerfile`, the `tar-kernel-initrd` members).
 pub fn open(target: &Target, mtime: u64) -> Result<Box<dyn Output>, OutputError> {
     let out = || FileOut::open(&target.destination);
+    let io_err = |source| OutputError::Io {
+        path: match &target.destination {
+            Destination::Stdout => "standard output".to_string(),
+            Destination::File(p) | Destination::Files { dir: p, .. } => p.display().to_string(),
+        },
+        source,
+    };
+    let compressed = |codec| -> Result<Box<dyn Output>, OutputError> {
+        Ok(Box::new(
+            CompressedTarOutput::new(out()?, codec).map_err(io_err)?,
+        ))
+    };
     Ok(match target.format {
         Format::Tar => Box::new(TarOutput::new(out()?)),
-        Format::TarGz => Box::new(TarGzOutput::new(out()?)),
+        Format::TarGz => compressed(Codec::Gzip)?,
+        Format::TarZst => compressed(Codec::Zstd)?,
         Format::Docker => Box::new(DockerOutput::new(out()?, mtime)),
-        Format::TarKernelInitrd => Box::new(TarKernelInitrdOutput::new(out()?, mtime)),
+        Format::TarKernelInitrd => {
+            Box::new(TarKernelInitrdOutput::new(out()?, mtime, target.initrd))
+        }
         Format::KernelInitrd => match &target.destination {
-            Destination::Files { dir, name } => {
-                Box::new(KernelInitrdOutput::create(dir, name).map_err(|source| {
+            Destination::Files { dir, name } => Box::new(
+                KernelInitrdOutput::create(dir, name, target.initrd).map_err(|source| {
                     OutputError::Io {
                         path: dir.display().to_string(),
                         source,
                     }
-                })?)
-            }
+                })?,
+            ),
             _ => return Err(OutputError::OutputWithMultiFile),
         },
     })
@@ -301,6 +344,18 @@ mod tests {
     fn target_rules() {
         let t = target(None, Some("x.tgz"), None, None, None).unwrap();
         assert_eq!(t.format, Format::TarGz);
+        let t = target(None, Some("d/x.tar.zst"), None, None, None).unwrap();
+        assert_eq!(t.format, Format::TarZst);
+        assert!(t.clone().with_initrd_compression(Codec::Zstd).is_err());
+        assert_eq!(
+            t.with_initrd_compression(Codec::Gzip).unwrap().initrd,
+            Codec::Gzip
+        );
+        let t = target(Some(Format::TarZst), None, Some("n"), None, None).unwrap();
+        assert_eq!(
+            t.destination,
+            Destination::File(PathBuf::from("./n.tar.zst"))
+        );
         let t = target(
             None,
             None,
