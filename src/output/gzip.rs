@@ -560,7 +560,7 @@ pub(crate) mod tests {
         let mut i = 0u64;
         while v.len() < len {
             let run = 40_000 + (i as usize * 7_919) % 150_000;
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 v.extend_from_slice(&random(run, i + 1));
             } else {
                 v.extend_from_slice(&sample(run));

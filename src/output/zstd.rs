@@ -108,7 +108,7 @@ pub(crate) mod tests {
         let mut i = 0u64;
         while v.len() < len {
             v.extend_from_slice(format!("line {} of the sample {}\n", i % 977, i % 13).as_bytes());
-            if i % 5000 == 0 {
+            if i.is_multiple_of(5000) {
                 v.extend_from_slice(&random(30_000, i + 1));
             }
             i += 1;
