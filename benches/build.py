@@ -1,31 +1,76 @@
 #!/usr/bin/env python3
-"""Build benchmark (SPEC §7): time and peak memory of `imagesmith build` against the floor,
-which is reading every export from the engine once.
+"""Build benchmark (SPEC §7, issue 12): wall time, CPU time and peak memory of
+`imagesmith build` against the engine's own floors, measured in the same run.
 
 Usage (after scripts/setup.sh and `cargo build --release`):
-    python3 benches/build.py [--runs N] [--keep]
+    python3 benches/build.py [--runs N] [--keep] [--small] [--bin PATH]
 
-It makes three local images from this machine's files (removed at the end unless --keep):
-  bench/kernel  Debian's /boot/vmlinuz + /lib/modules as kernel.tar (a LinuxKit kernel image)
-  bench/lib     /usr/lib/x86_64-linux-gnu (many files, ~1 GB)
-  bench/share   /usr/share (very many small files)
-and builds a spec with the kernel, `bench/lib` as init, and `bench/lib`, `bench/share` as
-onboot/service bundles (`bench/lib` is exported twice: at / and in a bundle). It prints, per
-configuration, the median wall time over the runs, the throughput relative to the export floor
-and the peak RSS (GNU time %M), as a table.
+It makes its own images (tagged imagesmith-bench/…, removed at the end unless --keep, and
+reused when already there):
+  kernel  Debian's /boot/vmlinuz + part of /lib/modules as kernel.tar (a LinuxKit kernel)
+  init    the host's busybox and /usr/share/doc (a small init, many small files)
+  big1    6 × 160 MiB random files + 20,000 small text files (~1 GiB)
+  big2    the same shape, other bytes
+  small   busybox alone
+and two specs: `one` (big1 as init) and `spec` (kernel, init, big1 as onboot, big2 and small
+as services). --small divides every size by 10 (a quick check that everything runs).
+
+Cases, each run once per round, the rounds alternating every case (floors included):
+  floor: one   create + export -> /dev/null + rm of big1 (the engine alone)
+  floor: spec  create + export to a file + fsync + rm of every image of `spec`, in turn
+               (fsync because imagesmith syncs its output before renaming it)
+  floor: spec -> /dev/null   the same to /dev/null
+  then imagesmith: `one` as tar to a file; `spec` as tar (default flags, and --jobs 2),
+  kernel+initrd (gzip, zstd) and tar.zst.
+Columns: median wall, median CPU (user+sys of the command and its children, GNU time),
+peak RSS (max over the runs, GNU time %M), output size, and the wall time as a ratio to the
+case's floor (and, for compressed outputs, to the `spec` tar build).
+
+Adding a case: append a Case to CASES. Adding a column of variants of the same cases (e.g.
+"cache warm", "registry"): append to VARIANTS a name, the extra build arguments and an
+optional setup run once before the rounds (e.g. a warm-up build); every imagesmith case is
+then measured under each variant and printed as its own row.
 """
 import argparse
 import glob
+import io
 import os
+import random
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "imagesmith")
-CONFIGS = [("tar", 1), ("tar", 2), ("tar", 4), ("tar.gz", 2), ("kernel+initrd", 2)]
+MIB = 1 << 20
+PREFIX = "imagesmith-bench"
+
+
+@dataclass
+class Case:
+    name: str
+    spec: str  # "one" or "spec"
+    args: list = field(default_factory=list)
+    multi: bool = False  # kernel+initrd: --dir instead of -o
+    floor: str = "spec"  # the floor its wall time is divided by
+    vs_tar: bool = False  # also divided by the `spec` tar build's
+
+
+CASES = [
+    Case("one 1 GiB image, tar", "one", ["-f", "tar"], floor="one"),
+    Case("spec, tar", "spec", ["-f", "tar"]),
+    Case("spec, tar --jobs 2", "spec", ["-f", "tar", "--jobs", "2"]),
+    Case("spec, kernel+initrd gzip", "spec", ["-f", "kernel+initrd"], multi=True, vs_tar=True),
+    Case("spec, kernel+initrd zstd", "spec",
+         ["-f", "kernel+initrd", "--initrd-compression", "zstd"], multi=True, vs_tar=True),
+    Case("spec, tar.zst", "spec", ["-f", "tar.zst"], vs_tar=True),
+]
+
+# (name, extra build arguments, setup(ctx) or None). The engine, every image exported.
+VARIANTS = [("engine", [], None)]
 
 
 def sh(*args, **kw):
@@ -33,129 +78,229 @@ def sh(*args, **kw):
 
 
 def have(image):
-    return subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
+    return subprocess.run(["docker", "image", "inspect", image],
+                          capture_output=True).returncode == 0
 
 
-def import_dir(name, src_dirs, work, changes=()):
-    """docker import of a tar of the given directories (kept at their absolute paths)."""
+def import_tar(name, write, changes=('CMD ["/bin/sh"]',)):
+    """`docker import` of the tar that `write(tarfile)` writes, streamed through a pipe."""
     if have(name):
         return
-    tar = os.path.join(work, "ctx.tar")
-    sh("tar", "--numeric-owner", "-cf", tar, *[d.lstrip("/") for d in src_dirs], cwd="/")
     cmd = ["docker", "import"]
     for c in changes:
         cmd += ["-c", c]
-    sh(*cmd, tar, name, stdout=subprocess.DEVNULL)
-    os.remove(tar)
+    p = subprocess.Popen(cmd + ["-", name], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    with tarfile.open(fileobj=p.stdin, mode="w|", format=tarfile.GNU_FORMAT) as tf:
+        write(tf)
+    p.stdin.close()
+    if p.wait() != 0:
+        sys.exit(f"docker import {name} failed")
 
 
-def make_kernel(work):
-    if have("bench/kernel:1"):
-        return
-    ctx = os.path.join(work, "kernel")
-    os.makedirs(ctx)
+class RandomReader(io.RawIOBase):
+    """`size` pseudo-random (incompressible) bytes from `seed`."""
+
+    def __init__(self, size, seed):
+        self.left, self.rng = size, random.Random(seed)
+
+    def readable(self):
+        return True
+
+    def read(self, n=-1):
+        n = self.left if n < 0 else min(n, self.left)
+        self.left -= n
+        return self.rng.randbytes(n)
+
+
+def add_file(tf, path, size, fileobj, mode=0o644):
+    ti = tarfile.TarInfo(path)
+    ti.size, ti.mode, ti.mtime = size, mode, 1_492_533_000
+    tf.addfile(ti, fileobj)
+
+
+def add_dir(tf, path):
+    ti = tarfile.TarInfo(path)
+    ti.type, ti.mode, ti.mtime = tarfile.DIRTYPE, 0o755, 1_492_533_000
+    tf.addfile(ti)
+
+
+def big_image(seed, scale):
+    """6 random files of 160 MiB and 20,000 small text files (sizes divided by `scale`)."""
+    def write(tf):
+        add_dir(tf, "data")
+        for i in range(6):
+            size = 160 * MIB // scale
+            add_file(tf, f"data/random-{i}.bin", size, RandomReader(size, seed * 100 + i))
+        rng = random.Random(seed)
+        words = [f"word{i}" for i in range(500)]
+        for d in range(20_000 // scale // 100):
+            add_dir(tf, f"small/{d:03}")
+            for f in range(100):
+                text = " ".join(rng.choice(words) for _ in range(rng.randint(10, 800)))
+                data = (text + "\n").encode()
+                add_file(tf, f"small/{d:03}/f{f:03}.txt", len(data), io.BytesIO(data))
+    return write
+
+
+def host_files(paths):
+    """The given host paths (files, directories, symlinks) at the same place."""
+    def write(tf):
+        for p in paths:
+            tf.add(p, arcname=p.lstrip("/"))
+    return write
+
+
+def kernel_image(tf):
     vmlinuz = sorted(glob.glob("/boot/vmlinuz-*"))[-1]
     ver = os.path.basename(vmlinuz)[len("vmlinuz-"):]
-    sh("cp", vmlinuz, os.path.join(ctx, "kernel"))
-    sh("tar", "-cf", os.path.join(ctx, "kernel.tar"), "lib/modules/" + ver, cwd="/")
-    tar = os.path.join(work, "k.tar")
-    sh("tar", "-cf", tar, "-C", ctx, "kernel", "kernel.tar")
-    sh("docker", "import", "-c", 'CMD ["/kernel"]', tar, "bench/kernel:1", stdout=subprocess.DEVNULL)
-    sh("rm", "-rf", ctx, tar)
+    tf.add(vmlinuz, arcname="kernel")
+    buf = tempfile.TemporaryFile()
+    mods_dir = "/lib/modules/" + ver
+    with tarfile.open(fileobj=buf, mode="w") as mods:
+        # The module lists and ~80 MB of modules (all of Debian's would be 400 MB, far more
+        # than a LinuxKit kernel image carries).
+        for p in sorted(glob.glob(mods_dir + "/modules.*")) + [
+                mods_dir + "/kernel/" + d for d in ["fs", "net", "crypto", "lib", "arch"]]:
+            if os.path.exists(p):
+                mods.add(p, arcname=p.lstrip("/"))
+    size = buf.tell()
+    buf.seek(0)
+    add_file(tf, "kernel.tar", size, buf)
 
 
-def export_floor(image):
-    """Seconds and bytes to read one export of `image` through the engine, nothing else."""
-    cid = subprocess.run(["docker", "create", image, "/dev/null"], check=True, capture_output=True,
-                         text=True).stdout.strip()
-    try:
-        t = time.monotonic()
-        p = subprocess.Popen(["docker", "export", cid], stdout=subprocess.PIPE)
-        n = 0
-        while True:
-            b = p.stdout.read(1 << 20)
-            if not b:
-                break
-            n += len(b)
-        p.wait()
-        return time.monotonic() - t, n
-    finally:
-        subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+def make_images(tag):
+    scale = 10 if tag == "small" else 1
+    names = {k: f"{PREFIX}/{k}:{tag}" for k in ["kernel", "init", "big1", "big2", "small"]}
+    import_tar(names["kernel"], kernel_image, ['CMD ["/kernel"]'])
+    import_tar(names["init"], host_files(["/usr/bin/busybox", "/usr/share/doc"]))
+    import_tar(names["big1"], big_image(1, scale))
+    import_tar(names["big2"], big_image(2, scale))
+    import_tar(names["small"], host_files(["/usr/bin/busybox"]))
+    return names
 
 
-def run_build(args, out=None):
-    """Wall seconds and peak RSS (KiB) of one build. The peak comes from GNU time (%M):
-    wait4's ru_maxrss of our own child would include this Python process's high-water mark,
-    which a child started with vfork + exec inherits."""
-    rss = tempfile.NamedTemporaryFile()
-    cmd = ["/usr/bin/time", "-f", "%M", "-o", rss.name, BIN, "-q", "build", *args]
-    if out:
-        cmd += ["-o", out]
-    t = time.monotonic()
-    code = subprocess.run(cmd).returncode
-    if code != 0:
-        sys.exit(f"imagesmith build {' '.join(args)} failed with {code}")
-    wall = time.monotonic() - t
-    return wall, int(open(rss.name).read().split()[-1])
+def write_specs(work, names):
+    one = os.path.join(work, "one.yml")
+    with open(one, "w") as f:
+        f.write(f"init:\n  - {names['big1']}\n")
+    spec = os.path.join(work, "spec.yml")
+    with open(spec, "w") as f:
+        f.write(f"kernel:\n  image: {names['kernel']}\n  cmdline: console=ttyS0\n"
+                f"init:\n  - {names['init']}\n"
+                f"onboot:\n  - name: big1\n    image: {names['big1']}\n"
+                f"services:\n  - name: big2\n    image: {names['big2']}\n"
+                f"  - name: small\n    image: {names['small']}\n")
+    return {"one": one, "spec": spec}
+
+
+def timed(cmd, **kw):
+    """Runs `cmd` under GNU time: (wall s, CPU s, peak RSS KiB)."""
+    with tempfile.NamedTemporaryFile(mode="r") as t:
+        start = time.monotonic()
+        code = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", "-o", t.name, *cmd],
+                              **kw).returncode
+        wall = time.monotonic() - start
+        if code != 0:
+            sys.exit(f"{' '.join(cmd)} failed with {code}")
+        user, system, rss = t.read().split()[-3:]
+        return wall, float(user) + float(system), int(rss)
+
+
+def export_floor(images, out_dir):
+    """Seconds for the engine alone: for each image in turn, create a container, export it
+    (to /dev/null, or to a file in `out_dir`, synced, then deleted) and remove it."""
+    start = time.monotonic()
+    for i, image in enumerate(images):
+        cid = subprocess.run(["docker", "create", image, "/dev/null"], check=True,
+                             capture_output=True, text=True).stdout.strip()
+        try:
+            if out_dir is None:
+                sh("docker", "export", cid, stdout=subprocess.DEVNULL)
+            else:
+                path = os.path.join(out_dir, f"floor-{i}.tar")
+                with open(path, "wb") as f:
+                    sh("docker", "export", cid, stdout=f)
+                    os.fsync(f.fileno())
+        finally:
+            subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+    wall = time.monotonic() - start
+    if out_dir is not None:
+        for i in range(len(images)):
+            os.remove(os.path.join(out_dir, f"floor-{i}.tar"))
+    return wall
+
+
+def du(path):
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+    return os.path.getsize(path)
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the bench images")
-    ap.add_argument("--formats", default=",".join(sorted({f for f, _ in CONFIGS})),
-                    help="comma-separated formats to measure")
+    ap.add_argument("--small", action="store_true", help="every size / 10: a quick check")
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "imagesmith"),
+                    help="the imagesmith binary (default: the release build)")
     opts = ap.parse_args()
-    if not os.path.exists(BIN):
-        sys.exit("build the release binary first: cargo build --release")
+    if not os.path.exists(opts.bin):
+        sys.exit(f"{opts.bin} missing: cargo build --release")
+    tag = "small" if opts.small else "1"
     work = tempfile.mkdtemp(prefix="imagesmith-bench-", dir=os.environ.get("TMPDIR", "/var/tmp"))
+    names = {}
     try:
-        make_kernel(work)
-        import_dir("bench/lib:1", ["/usr/lib/x86_64-linux-gnu"], work, ['CMD ["/bin/sh"]'])
-        import_dir("bench/share:1", ["/usr/share"], work, ['CMD ["/bin/sh"]'])
-        spec = os.path.join(work, "bench.yml")
-        with open(spec, "w") as f:
-            f.write("kernel:\n  image: bench/kernel:1\n  cmdline: console=ttyS0\n"
-                    "init:\n  - bench/lib:1\n"
-                    "onboot:\n  - name: lib\n    image: bench/lib:1\n"
-                    "services:\n  - name: share\n    image: bench/share:1\n")
-        # The floor: every export the build makes, read once (kernel, lib twice, share).
-        floors = []
-        for _ in range(opts.runs):
-            total_t, total_n = 0.0, 0
-            for img in ["bench/kernel:1", "bench/lib:1", "bench/lib:1", "bench/share:1"]:
-                t, n = export_floor(img)
-                total_t += t
-                total_n += n
-            floors.append(total_t)
-        floor = statistics.median(floors)
-        mib = total_n / (1 << 20)
-        rows = [("export floor (docker export, sequential)", floor, None, mib)]
-        out = os.path.join(work, "out")
-        for fmt, jobs in [c for c in CONFIGS if c[0] in opts.formats.split(",")]:
-            times, rss = [], []
-            for _ in range(opts.runs):
-                args = [spec, "-f", fmt, "--jobs", str(jobs)]
-                if fmt == "kernel+initrd":
-                    args += ["--dir", out + ".d", "--name", "b"]
-                    t, r = run_build(args)
-                else:
-                    t, r = run_build(args, out)
-                times.append(t)
-                rss.append(r)
-            rows.append((f"imagesmith -f {fmt} --jobs {jobs}", statistics.median(times), max(rss), mib))
-        print(f"\n{total_n / (1 << 20):.0f} MiB of exports per build "
-              f"(kernel, /usr/lib at / and in a bundle, /usr/share); median of {opts.runs} runs\n")
-        print(f"| {'configuration':44} | {'wall s':>7} | {'MiB/s':>7} | {'vs floor':>8} | {'peak RSS MiB':>12} |")
-        print(f"|{'-' * 46}|{'-' * 9}|{'-' * 9}|{'-' * 10}|{'-' * 14}|")
-        for name, t, r, m in rows:
-            rss_s = f"{r / 1024:.1f}" if r is not None else "-"
-            print(f"| {name:44} | {t:7.2f} | {m / t:7.0f} | {t / floor:7.2f}x | {rss_s:>12} |")
+        print("making the images…", file=sys.stderr)
+        names = make_images(tag)
+        specs = write_specs(work, names)
+        spec_images = [names[k] for k in ["kernel", "init", "big1", "big2", "small"]]
+        floors = {
+            "one": lambda: export_floor([names["big1"]], None),
+            "spec": lambda: export_floor(spec_images, work),
+            "spec -> /dev/null": lambda: export_floor(spec_images, None),
+        }
+        rows = [(c, v) for v in VARIANTS for c in CASES]
+        for _, _, setup in VARIANTS:
+            if setup:
+                setup({"work": work, "bin": opts.bin, "specs": specs})
+        walls = {k: [] for k in floors}
+        res = {(c.name, v[0]): {"wall": [], "cpu": [], "rss": [], "size": 0} for c, v in rows}
+        for r in range(opts.runs):
+            print(f"round {r + 1}/{opts.runs}", file=sys.stderr)
+            for k, f in floors.items():
+                walls[k].append(f())
+            for c, (vname, vargs, _) in rows:
+                out = os.path.join(work, "out")
+                cmd = [opts.bin, "-q", "build", *c.args, *vargs]
+                cmd += ["--dir", out, "--name", "b"] if c.multi else ["-o", out]
+                wall, cpu, rss = timed(cmd + [specs[c.spec]])
+                m = res[(c.name, vname)]
+                m["wall"].append(wall)
+                m["cpu"].append(cpu)
+                m["rss"].append(rss)
+                m["size"] = du(out)
+                sh("rm", "-rf", out)
+        floor = {k: statistics.median(v) for k, v in walls.items()}
+        tar_ref = statistics.median(res[("spec, tar", VARIANTS[0][0])]["wall"])
+        size = "1/10 sizes (--small)" if opts.small else "full sizes"
+        print(f"\n{size}; median of {opts.runs} runs, rounds alternating every case\n")
+        head = ["case", "wall s", "CPU s", "peak RSS MiB", "output MiB", "vs floor", "vs spec tar"]
+        print("| " + " | ".join(head) + " |")
+        print("|---|" + "---:|" * (len(head) - 1))
+        for k, w in floor.items():
+            print(f"| floor: {k} (engine alone) | {w:.2f} | | | | | |")
+        for c, (vname, _, _) in rows:
+            m = res[(c.name, vname)]
+            wall = statistics.median(m["wall"])
+            name = c.name if len(VARIANTS) == 1 else f"{c.name} [{vname}]"
+            vs_tar = f"{wall / tar_ref:.2f}×" if c.vs_tar else ""
+            print(f"| {name} | {wall:.2f} | {statistics.median(m['cpu']):.2f} "
+                  f"| {max(m['rss']) / 1024:.1f} | {m['size'] / MIB:.0f} "
+                  f"| {wall / floor[c.floor]:.2f}× ({c.floor}) | {vs_tar} |")
     finally:
         sh("rm", "-rf", work)
-        if not opts.keep:
-            subprocess.run(["docker", "rmi", "bench/kernel:1", "bench/lib:1", "bench/share:1"],
-                           capture_output=True)
+        if not opts.keep and names:
+            subprocess.run(["docker", "rmi", *names.values()], capture_output=True)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use imagesmith::build::{self, BuildOptions, DEFAULT_MTIME};
-use imagesmith::output::{self, Format};
+use imagesmith::output::{self, Codec, Format};
 use imagesmith::pkg::{self, PkgOptions};
 use imagesmith::progress::{self, Progress};
 use imagesmith::source::{ImageSource, ResolveOptions, normalize_platform};
@@ -75,6 +75,10 @@ fn format_parser() -> impl TypedValueParser<Value = Format> {
     PossibleValuesParser::new(Format::ALL.iter().map(|f| f.name())).try_map(|s| s.parse::<Format>())
 }
 
+fn codec_parser() -> impl TypedValueParser<Value = Codec> {
+    PossibleValuesParser::new(Codec::ALL.iter().map(|c| c.name())).try_map(|s| s.parse::<Codec>())
+}
+
 #[derive(Debug, Args)]
 struct BuildArgs {
     /// YAML files, merged in order; `-` reads standard input.
@@ -83,11 +87,15 @@ struct BuildArgs {
     /// Output file, or `-` for standard output (single-file formats only).
     #[arg(short, long)]
     output: Option<String>,
-    /// Output format (default: tar, or tar.gz for an output ending in .tar.gz/.tgz).
+    /// Output format (default: tar; tar.gz for an output ending in .tar.gz/.tgz, tar.zst for
+    /// .tar.zst/.tzst).
     /// Repeat it, or separate formats with commas, to write several from one pass over the
     /// images (each under its default name; not with -o).
     #[arg(short, long, value_parser = format_parser(), value_delimiter = ',', action = clap::ArgAction::Append)]
     format: Vec<Format>,
+    /// Compression of the initrd (kernel+initrd, tar-kernel-initrd).
+    #[arg(long, value_parser = codec_parser(), default_value = "gzip")]
+    initrd_compression: Codec,
     /// Output name without -o (default: the last YAML file's stem).
     #[arg(long)]
     name: Option<String>,
@@ -148,12 +156,15 @@ fn fixed_mtime() -> anyhow::Result<u64> {
 /// `build`'s arguments as options; nothing is read or contacted yet.
 fn build_options(args: &BuildArgs) -> anyhow::Result<BuildOptions> {
     let last_input = args.files.last().filter(|f| *f != "-").map(Path::new);
-    let targets = output::targets(
-        &args.format,
-        args.output.as_deref(),
-        args.name.as_deref(),
-        args.dir.as_deref(),
-        last_input,
+    let targets = output::with_initrd_compression(
+        output::targets(
+            &args.format,
+            args.output.as_deref(),
+            args.name.as_deref(),
+            args.dir.as_deref(),
+            last_input,
+        )?,
+        args.initrd_compression,
     )?;
     let jobs = usize::from(args.jobs).max(1);
     Ok(BuildOptions {

@@ -118,8 +118,144 @@ fn deflate_block(dict: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u8>> {
     }
 }
 
+/// Blocks shorter than this are always deflated: the probe would not pay for itself.
+const PROBE_MIN: usize = 4096;
+/// Largest stored deflate block (LEN is 16 bits).
+const STORED_MAX: usize = 65_535;
+
+/// `data` as stored deflate blocks (header byte, LEN, NLEN, the bytes), the last one final
+/// with `last`. The piece starts and ends on a byte boundary, as every piece does (the
+/// compressed ones end with a sync flush), so pieces of both kinds concatenate freely.
+fn stored_blocks(data: &[u8], last: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(stored_len(data.len()));
+    let mut chunks = data.chunks(STORED_MAX).peekable();
+    if data.is_empty() {
+        out.extend_from_slice(&[u8::from(last), 0, 0, 0xff, 0xff]);
+    }
+    while let Some(chunk) = chunks.next() {
+        let len = chunk.len() as u16; // at most STORED_MAX
+        out.push(u8::from(last && chunks.peek().is_none()));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
+/// The size of [`stored_blocks`] for `n` bytes: 5 bytes per 64 KiB.
+fn stored_len(n: usize) -> usize {
+    n + 5 * n.div_ceil(STORED_MAX).max(1)
+}
+
+/// `log2(x)` in fixed point (16 fractional bits), in integers so that the decision below is
+/// the same on every machine (no libm rounding). `x` ≥ 1.
+fn log2_q16(x: u64) -> u64 {
+    let int = 63 - u64::from(x.max(1).leading_zeros());
+    // x / 2^int in [1, 2), 32 fractional bits; squared bit by bit for the fraction.
+    let mut y = (u128::from(x) << 32) >> int;
+    let mut frac = 0u64;
+    for bit in (0..16).rev() {
+        y = (y * y) >> 32;
+        if y >= 2 << 32 {
+            y >>= 1;
+            frac |= 1 << bit;
+        }
+    }
+    (int << 16) | frac
+}
+
+/// Whether deflate cannot be expected to save even ~3% on `data`, decided cheaply from the
+/// content alone (the block and the 32 KiB before it), so the same block gets the same
+/// answer whatever the threads or write sizes:
+///
+/// 1. the order-0 entropy of the bytes (what Huffman coding of literals could reach) is at
+///    least 97% of 8 bits a byte, and
+/// 2. a greedy probe for 4-byte repeats within deflate's 32 KiB window (a hash of positions,
+///    stepping faster while it finds nothing, as LZ4 does) finds matches covering less than
+///    1/32 of the block.
+///
+/// Random or already-compressed data passes both in well under a millisecond per block
+/// (full deflate effort costs ~3 ms); text, code and binaries fail the first at once.
+fn incompressible(dict: &[u8], data: &[u8]) -> bool {
+    let n = data.len();
+    if n < PROBE_MIN {
+        return false;
+    }
+    let mut counts = [0u64; 256];
+    for &b in data {
+        counts[usize::from(b)] += 1;
+    }
+    let n64 = n as u64;
+    // Entropy in bits (Q16): n·log2(n) − Σ c·log2(c).
+    let mut sum_c_log_c = 0u64;
+    for &c in counts.iter().filter(|&&c| c > 0) {
+        sum_c_log_c += c * log2_q16(c);
+    }
+    let bits_q16 = (n64 * log2_q16(n64)).saturating_sub(sum_c_log_c);
+    // bits / (8 n) ≥ 0.97  ⇔  100·bits ≥ 776·n
+    if 100 * bits_q16 < (776 * n64) << 16 {
+        return false;
+    }
+    matched_bytes(dict, data) < n / 32
+}
+
+/// Bytes of `data` that a greedy search finds in 4-byte-or-longer repeats at most 32 KiB
+/// back (the dictionary included).
+fn matched_bytes(dict: &[u8], data: &[u8]) -> usize {
+    const HASH_BITS: u32 = 14;
+    let buf = [dict, data].concat();
+    let read4 = |i: usize| -> u32 {
+        match buf.get(i..i + 4) {
+            Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
+            _ => 0,
+        }
+    };
+    let hash = |v: u32| (v.wrapping_mul(2_654_435_761) >> (32 - HASH_BITS)) as usize;
+    // Position + 1 of the last place each hash was seen (0: never).
+    let mut table = vec![0usize; 1 << HASH_BITS];
+    for i in 0..dict.len().saturating_sub(3) {
+        table[hash(read4(i))] = i + 1;
+    }
+    let (mut i, end) = (dict.len(), buf.len().saturating_sub(3));
+    let (mut matched, mut misses) = (0usize, 0usize);
+    while i < end {
+        let v = read4(i);
+        let h = hash(v);
+        let cand = table[h];
+        table[h] = i + 1;
+        if cand > 0 && i - (cand - 1) <= DICT && read4(cand - 1) == v {
+            let from = cand - 1;
+            let len = 4 + buf[i + 4..]
+                .iter()
+                .zip(&buf[from + 4..])
+                .take_while(|(a, b)| a == b)
+                .count();
+            matched += len;
+            i += len;
+            misses = 0;
+        } else {
+            misses += 1;
+            i += 1 + (misses >> 8);
+        }
+    }
+    matched
+}
+
+/// One block's piece of the deflate stream: stored when [`incompressible`] says deflate
+/// would not pay, or when deflate made it larger than stored; else deflated at [`LEVEL`].
+fn encode_block(dict: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u8>> {
+    if incompressible(dict, data) {
+        return Ok(stored_blocks(data, last));
+    }
+    let out = deflate_block(dict, data, last)?;
+    if out.len() > stored_len(data.len()) {
+        return Ok(stored_blocks(data, last));
+    }
+    Ok(out)
+}
+
 fn compress(job: &Job) -> io::Result<Done> {
-    let out = deflate_block(&job.dict, &job.data, job.last)?;
+    let out = encode_block(&job.dict, &job.data, job.last)?;
     let mut crc = Crc::new();
     crc.update(&job.data);
     Ok(Done { out, crc })
@@ -401,6 +537,139 @@ pub(crate) mod tests {
                 );
             }
             assert_eq!(gunzip(&one), data, "len {len}");
+        }
+    }
+
+    /// Incompressible bytes (xorshift64), the same for the same seed.
+    pub(crate) fn random(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        let mut v = Vec::with_capacity(len + 8);
+        while v.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.truncate(len);
+        v
+    }
+
+    /// Random and compressible runs of odd lengths, crossing block boundaries.
+    fn mixed(len: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(len);
+        let mut i = 0u64;
+        while v.len() < len {
+            let run = 40_000 + (i as usize * 7_919) % 150_000;
+            if i.is_multiple_of(2) {
+                v.extend_from_slice(&random(run, i + 1));
+            } else {
+                v.extend_from_slice(&sample(run));
+            }
+            i += 1;
+        }
+        v.truncate(len);
+        v
+    }
+
+    #[test]
+    fn log2_in_fixed_point() {
+        assert_eq!(log2_q16(1), 0);
+        assert_eq!(log2_q16(2), 1 << 16);
+        assert_eq!(log2_q16(1 << 17), 17 << 16);
+        // log2(3) = 1.5849625…, log2(131071) = 16.99998899…
+        assert!(log2_q16(3).abs_diff(103_872) <= 2, "{}", log2_q16(3));
+        assert!(log2_q16(131_071).abs_diff(1_114_111) <= 2);
+        let mut last = 0;
+        for x in 1..5000 {
+            assert!(log2_q16(x) >= last, "not monotonic at {x}");
+            last = log2_q16(x);
+        }
+    }
+
+    #[test]
+    fn stored_blocks_decode() {
+        for len in [
+            0,
+            1,
+            STORED_MAX - 1,
+            STORED_MAX,
+            STORED_MAX + 1,
+            BLOCK,
+            200_000,
+        ] {
+            let data = random(len, 7);
+            let raw = stored_blocks(&data, true);
+            assert_eq!(raw.len(), stored_len(len), "len {len}");
+            let mut back = Vec::new();
+            flate2::read::DeflateDecoder::new(raw.as_slice())
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data, "len {len}");
+        }
+    }
+
+    #[test]
+    fn the_probe_tells_random_from_compressible() {
+        let rnd = random(BLOCK, 3);
+        assert!(incompressible(&[], &rnd));
+        assert!(incompressible(&random(DICT, 4), &rnd));
+        assert!(!incompressible(&[], &sample(BLOCK)));
+        assert!(!incompressible(&[], &vec![0; BLOCK]));
+        // Random bytes repeated within the window: high entropy, yet deflate halves them.
+        let half = random(BLOCK / 8, 5);
+        let repeated = half.repeat(8);
+        assert!(!incompressible(&[], &repeated));
+        // ... and repeats reaching back into the dictionary count too.
+        let dict = random(DICT, 6);
+        let mut block = dict.clone();
+        block.extend_from_slice(&random(BLOCK - DICT, 8));
+        assert!(!incompressible(&dict, &block));
+        // Too short to probe: deflated (and stored afterwards if that did not pay).
+        assert!(!incompressible(&[], &rnd[..PROBE_MIN - 1]));
+    }
+
+    /// Random input: stored, so the output is the input plus 5 bytes per 64 KiB of each
+    /// block and the gzip header and trailer; it decodes back and does not depend on threads or writes.
+    #[test]
+    fn random_input_is_stored() {
+        for len in [100, PROBE_MIN + 1, BLOCK, 3 * BLOCK + 12_345] {
+            let data = random(len, 11);
+            let gz = compress_with(&data, 0, 1 << 20);
+            // header and trailer (18 bytes), then each block stored: 5 bytes per 64 KiB
+            let mut stored: usize = data.chunks(BLOCK).map(|b| stored_len(b.len())).sum();
+            if len.is_multiple_of(BLOCK) {
+                stored += 2; // the last block is empty: an empty final fixed-Huffman block
+            }
+            assert!(gz.len() <= 18 + stored, "len {len}: {} bytes", gz.len());
+            if len >= PROBE_MIN {
+                assert_eq!(gz.len(), 18 + stored, "len {len}: not stored");
+            }
+            assert_eq!(gunzip(&gz), data);
+            for (threads, chunk) in [(1, 777), (2, 65_536), (4, BLOCK + 1)] {
+                assert_eq!(compress_with(&data, threads, chunk), gz, "len {len}");
+            }
+        }
+    }
+
+    /// Random and compressible runs: the random blocks cost their size, the rest still
+    /// compresses, and the bytes do not depend on threads or writes.
+    #[test]
+    fn mixed_input_same_bytes_and_still_compressed() {
+        let data = mixed(12 * BLOCK + 999);
+        let gz = compress_with(&data, 0, 1 << 20);
+        assert_eq!(gunzip(&gz), data);
+        assert!(
+            gz.len() < data.len() * 3 / 4,
+            "{} of {}",
+            gz.len(),
+            data.len()
+        );
+        for (threads, chunk) in [(1, 1000), (2, 4096), (3, BLOCK - 1)] {
+            assert_eq!(
+                compress_with(&data, threads, chunk),
+                gz,
+                "{threads} threads"
+            );
         }
     }
 

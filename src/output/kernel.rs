@@ -5,7 +5,8 @@
 //! Both read the entry stream of SPEC §4 and split it as LinuxKit's `CopySplitTar` does:
 //! `boot/cmdline`, `boot/kernel` and `boot/ucode.cpio` are the boot parts; the rest of `boot/`
 //! is skipped; everything else becomes the initrd, a cpio newc archive ([`CpioSink`])
-//! gzip-compressed and zero-padded to a multiple of 4 bytes. The boot parts are only taken
+//! compressed (gzip, or zstd with `--initrd-compression zstd`: [`Codec`]) and zero-padded to a
+//! multiple of 4 bytes. The boot parts are only taken
 //! from the head of the stream (the kernel section comes first, SPEC §4.1); a `boot/…` entry
 //! after the first initrd entry is skipped too, with one warning that counts the skipped ones.
 //!
@@ -21,23 +22,23 @@ use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use crate::archive::{Entry, Exact, Kind, Sink, TarSink};
+use crate::output::compress::{Codec, Compressor};
 use crate::output::cpio::{Counting, CpioSink};
-use crate::output::gzip::{ParGzEncoder, gzip};
 use crate::output::{AtomicFile, FileOut, Output};
 
 /// Largest `boot/cmdline` accepted (the only part held in memory).
 const MAX_CMDLINE: u64 = 1 << 20;
 
-/// The initrd being written: cpio, then gzip, then padding.
+/// The initrd being written: cpio, then the codec, then padding.
 pub struct Initrd<W: Write> {
-    cpio: CpioSink<ParGzEncoder<Counting<W>>>,
+    cpio: CpioSink<Compressor<Counting<W>>>,
 }
 
 impl<W: Write> Initrd<W> {
-    pub fn new(w: W) -> Initrd<W> {
-        Initrd {
-            cpio: CpioSink::new(gzip(Counting::new(w))),
-        }
+    pub fn new(codec: Codec, w: W) -> io::Result<Initrd<W>> {
+        Ok(Initrd {
+            cpio: CpioSink::new(Compressor::new(codec, Counting::new(w))?),
+        })
     }
 
     /// Ends the archive and the compressed stream; returns the writer.
@@ -171,12 +172,13 @@ pub struct KernelInitrdOutput {
     kernel: Option<AtomicFile>,
     cmdline: Vec<u8>,
     initrd: InitrdFile,
+    codec: Codec,
 }
 
 impl KernelInitrdOutput {
     /// Opens `<dir>/<name>-initrd.img` at once (so an unwritable directory fails before any
     /// image is exported); the other two files are written as their parts arrive.
-    pub fn create(dir: &Path, name: &str) -> io::Result<KernelInitrdOutput> {
+    pub fn create(dir: &Path, name: &str, codec: Codec) -> io::Result<KernelInitrdOutput> {
         let paths = kernel_initrd_paths(dir, name);
         let initrd = AtomicFile::create(&paths[1]).map_err(io::Error::other)?;
         Ok(KernelInitrdOutput {
@@ -185,6 +187,7 @@ impl KernelInitrdOutput {
             kernel: None,
             cmdline: Vec::new(),
             initrd: InitrdFile::Raw(initrd),
+            codec,
         })
     }
 
@@ -192,7 +195,7 @@ impl KernelInitrdOutput {
         if let InitrdFile::Raw(_) = self.initrd
             && let InitrdFile::Raw(f) = std::mem::replace(&mut self.initrd, InitrdFile::Gone)
         {
-            self.initrd = InitrdFile::Compressing(Box::new(Initrd::new(f)));
+            self.initrd = InitrdFile::Compressing(Box::new(Initrd::new(self.codec, f)?));
         }
         match &mut self.initrd {
             InitrdFile::Compressing(i) => Ok(i),
@@ -233,7 +236,7 @@ impl Output for KernelInitrdOutput {
             .ok_or_else(|| no_kernel("kernel+initrd"))?;
         self.split.warn("kernel+initrd");
         let initrd = match std::mem::replace(&mut self.initrd, InitrdFile::Gone) {
-            InitrdFile::Raw(f) => Initrd::new(f),
+            InitrdFile::Raw(f) => Initrd::new(self.codec, f)?,
             InitrdFile::Compressing(i) => *i,
             InitrdFile::Gone => return Err(gone()),
         };
@@ -253,10 +256,11 @@ pub struct TarKernelInitrdOutput {
     cmdline: Vec<u8>,
     ucode: Option<(File, u64)>,
     initrd: Option<Initrd<BufWriter<File>>>,
+    codec: Codec,
 }
 
 impl TarKernelInitrdOutput {
-    pub fn new(out: FileOut, mtime: u64) -> TarKernelInitrdOutput {
+    pub fn new(out: FileOut, mtime: u64, codec: Codec) -> TarKernelInitrdOutput {
         TarKernelInitrdOutput {
             tar: TarSink::new(out),
             mtime,
@@ -264,6 +268,7 @@ impl TarKernelInitrdOutput {
             cmdline: Vec::new(),
             ucode: None,
             initrd: None,
+            codec,
         }
     }
 
@@ -277,8 +282,8 @@ fn spool() -> io::Result<File> {
 }
 
 /// An initrd compressed into a temporary file.
-fn spooled_initrd() -> io::Result<Initrd<BufWriter<File>>> {
-    Ok(Initrd::new(BufWriter::with_capacity(256 * 1024, spool()?)))
+fn spooled_initrd(codec: Codec) -> io::Result<Initrd<BufWriter<File>>> {
+    Initrd::new(codec, BufWriter::with_capacity(256 * 1024, spool()?))
 }
 
 impl Sink for TarKernelInitrdOutput {
@@ -301,7 +306,7 @@ impl Sink for TarKernelInitrdOutput {
                     if !self.split.kernel {
                         return Err(no_kernel("tar-kernel-initrd"));
                     }
-                    self.initrd = Some(spooled_initrd()?);
+                    self.initrd = Some(spooled_initrd(self.codec)?);
                 }
                 if let Some(i) = &mut self.initrd {
                     i.append(e, data)?;
@@ -320,7 +325,7 @@ impl Output for TarKernelInitrdOutput {
         self.split.warn("tar-kernel-initrd");
         let initrd = match self.initrd.take() {
             Some(i) => i,
-            None => spooled_initrd()?,
+            None => spooled_initrd(self.codec)?,
         };
         let mut file = initrd.finish()?.into_inner().map_err(|e| e.into_error())?;
         let size = file.stream_position()?;
@@ -345,6 +350,7 @@ mod tests {
     use crate::archive::append_bytes;
     use crate::output::cpio::tests::parse;
     use crate::output::gzip::tests::gunzip;
+    use crate::output::zstd::tests::unzstd;
     use crate::output::{Destination, Format, target};
 
     const T: u64 = 1_492_533_000;
@@ -417,7 +423,8 @@ mod tests {
     #[test]
     fn empty_cmdline_is_written_and_no_ucode_means_gzip_first() {
         let d = tempfile::tempdir().unwrap();
-        let mut out: Box<dyn Output> = Box::new(KernelInitrdOutput::create(d.path(), "n").unwrap());
+        let mut out: Box<dyn Output> =
+            Box::new(KernelInitrdOutput::create(d.path(), "n", Codec::Gzip).unwrap());
         feed(out.as_mut(), &stream(false, ""));
         out.finish().unwrap();
         let [_, i, c] = kernel_initrd_paths(d.path(), "n");
@@ -429,7 +436,8 @@ mod tests {
     fn without_a_kernel_both_formats_fail_and_leave_nothing() {
         let d = tempfile::tempdir().unwrap();
         let no_kernel: Vec<(Entry, Vec<u8>)> = vec![(Entry::dir("etc", 0o755, T), Vec::new())];
-        let mut out: Box<dyn Output> = Box::new(KernelInitrdOutput::create(d.path(), "n").unwrap());
+        let mut out: Box<dyn Output> =
+            Box::new(KernelInitrdOutput::create(d.path(), "n", Codec::Gzip).unwrap());
         feed(out.as_mut(), &no_kernel);
         let err = out.finish().unwrap_err().to_string();
         assert!(
@@ -443,6 +451,7 @@ mod tests {
             &crate::output::Target {
                 format: Format::TarKernelInitrd,
                 destination: Destination::File(p.clone()),
+                initrd: Codec::Gzip,
             },
             T,
         )
@@ -486,12 +495,45 @@ mod tests {
         let run = || {
             let d = tempfile::tempdir().unwrap();
             let mut out: Box<dyn Output> =
-                Box::new(KernelInitrdOutput::create(d.path(), "n").unwrap());
+                Box::new(KernelInitrdOutput::create(d.path(), "n", Codec::Gzip).unwrap());
             feed(out.as_mut(), &stream(true, "x"));
             out.finish().unwrap();
             std::fs::read(d.path().join("n-initrd.img")).unwrap()
         };
         assert_eq!(run(), run());
+    }
+
+    /// `--initrd-compression zstd`: the same archive, zstd-compressed, in both formats (the
+    /// microcode still first and raw in `kernel+initrd`).
+    #[test]
+    fn zstd_initrd_in_both_formats() {
+        let d = tempfile::tempdir().unwrap();
+        for format in [Format::KernelInitrd, Format::TarKernelInitrd] {
+            let t = target(Some(format), None, Some("z"), Some(d.path()), None)
+                .unwrap()
+                .with_initrd_compression(Codec::Zstd)
+                .unwrap();
+            let mut out = crate::output::open(&t, T).unwrap();
+            feed(out.as_mut(), &stream(true, "c"));
+            out.finish().unwrap();
+        }
+        let initrd = std::fs::read(d.path().join("z-initrd.img")).unwrap();
+        assert_eq!(initrd.len() % 4, 0);
+        assert_eq!(&initrd[..8], b"UCODE\0\0\0");
+        assert_eq!(&initrd[8..12], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
+        let names: Vec<String> = parse(&unzstd(&initrd[8..]))
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["lib", "lib/m.ko", "lib/m2.ko", "init"]);
+        let tar = std::fs::read(d.path().join("z-initrd.tar")).unwrap();
+        let members = crate::archive::tests::read_all(&tar);
+        assert_eq!(members[1].0.display_path(), "initrd.img");
+        assert_eq!(
+            &members[1].1[..],
+            &initrd[8..],
+            "the same compressed archive"
+        );
     }
 
     #[test]

@@ -15,21 +15,25 @@ use crate::archive::Sink;
 use crate::owner;
 use pipe::Threaded;
 
+pub mod compress;
 pub mod cpio;
 pub mod gzip;
 pub mod kernel;
 pub mod pipe;
 pub mod tar;
 pub mod tee;
+pub mod zstd;
 
+pub use compress::Codec;
 pub use kernel::{KernelInitrdOutput, TarKernelInitrdOutput, kernel_initrd_paths};
-pub use tar::{DOCKERFILE, DockerOutput, TarGzOutput, TarOutput};
+pub use tar::{CompressedTarOutput, DOCKERFILE, DockerOutput, TarOutput};
 
 /// Output formats (SPEC §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Tar,
     TarGz,
+    TarZst,
     KernelInitrd,
     TarKernelInitrd,
     Docker,
@@ -40,6 +44,7 @@ impl Format {
     pub const ALL: &[Format] = &[
         Format::Tar,
         Format::TarGz,
+        Format::TarZst,
         Format::KernelInitrd,
         Format::TarKernelInitrd,
         Format::Docker,
@@ -50,10 +55,16 @@ impl Format {
         match self {
             Format::Tar => "tar",
             Format::TarGz => "tar.gz",
+            Format::TarZst => "tar.zst",
             Format::KernelInitrd => "kernel+initrd",
             Format::TarKernelInitrd => "tar-kernel-initrd",
             Format::Docker => "docker",
         }
+    }
+
+    /// Formats that write an initrd (whose codec `--initrd-compression` chooses).
+    pub fn has_initrd(self) -> bool {
+        matches!(self, Format::KernelInitrd | Format::TarKernelInitrd)
     }
 
     /// Formats that need a `kernel` section.
@@ -71,6 +82,7 @@ impl Format {
         match self {
             Format::Tar => format!("{name}.tar"),
             Format::TarGz => format!("{name}.tar.gz"),
+            Format::TarZst => format!("{name}.tar.zst"),
             Format::Docker => format!("{name}.docker.tar"),
             Format::TarKernelInitrd => format!("{name}-initrd.tar"),
             Format::KernelInitrd => format!("{name}-initrd.img"),
@@ -115,6 +127,20 @@ pub enum Destination {
 pub struct Target {
     pub format: Format,
     pub destination: Destination,
+    /// The initrd's codec (`--initrd-compression`), for the kernel formats.
+    pub initrd: Codec,
+}
+
+impl Target {
+    /// Sets the initrd's codec; anything but the default is an error for a format without
+    /// an initrd.
+    pub fn with_initrd_compression(mut self, codec: Codec) -> Result<Target, OutputError> {
+        if codec != Codec::default() && !self.format.has_initrd() {
+            return Err(OutputError::InitrdCompression);
+        }
+        self.initrd = codec;
+        Ok(self)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +155,10 @@ pub enum OutputError {
     DuplicateFormat(Format),
     #[error("{0}: is a directory; `-o` names the output file")]
     IsDirectory(String),
+    #[error(
+        "--initrd-compression is for the formats with an initrd (kernel+initrd, tar-kernel-initrd); use -f tar.zst for a zstd tar"
+    )]
+    InitrdCompression,
     #[error("{path}")]
     Io {
         path: String,
@@ -147,6 +177,7 @@ pub fn target(
 ) -> Result<Target, OutputError> {
     let format = format.unwrap_or_else(|| match output {
         Some(o) if o.ends_with(".tar.gz") || o.ends_with(".tgz") => Format::TarGz,
+        Some(o) if o.ends_with(".tar.zst") || o.ends_with(".tzst") => Format::TarZst,
         _ => Format::Tar,
     });
     let dir = dir
@@ -168,7 +199,28 @@ pub fn target(
     Ok(Target {
         format,
         destination,
+        initrd: Codec::default(),
     })
+}
+
+/// Sets the initrd codec of the targets that have an initrd; anything but the default is an
+/// error when none has.
+pub fn with_initrd_compression(
+    targets: Vec<Target>,
+    codec: Codec,
+) -> Result<Vec<Target>, OutputError> {
+    if codec != Codec::default() && !targets.iter().any(|t| t.format.has_initrd()) {
+        return Err(OutputError::InitrdCompression);
+    }
+    Ok(targets
+        .into_iter()
+        .map(|mut t| {
+            if t.format.has_initrd() {
+                t.initrd = codec;
+            }
+            t
+        })
+        .collect())
 }
 
 /// The targets of one build: one per format (several formats write from one pass over
@@ -457,20 +509,35 @@ pub fn open_all(targets: &[Target], mtime: u64) -> Result<Box<dyn Output>, Outpu
 /// the members the formats add: the docker `Dockerfile`, the `tar-kernel-initrd` members).
 pub fn open(target: &Target, mtime: u64) -> Result<Box<dyn Output>, OutputError> {
     let out = || FileOut::open(&target.destination);
+    let io_err = |source| OutputError::Io {
+        path: match &target.destination {
+            Destination::Stdout => "standard output".to_string(),
+            Destination::File(p) | Destination::Files { dir: p, .. } => p.display().to_string(),
+        },
+        source,
+    };
+    let compressed = |codec| -> Result<Box<dyn Output>, OutputError> {
+        Ok(Box::new(
+            CompressedTarOutput::new(out()?, codec).map_err(io_err)?,
+        ))
+    };
     Ok(match target.format {
         Format::Tar => Box::new(TarOutput::new(out()?)),
-        Format::TarGz => Box::new(TarGzOutput::new(out()?)),
+        Format::TarGz => compressed(Codec::Gzip)?,
+        Format::TarZst => compressed(Codec::Zstd)?,
         Format::Docker => Box::new(DockerOutput::new(out()?, mtime)),
-        Format::TarKernelInitrd => Box::new(TarKernelInitrdOutput::new(out()?, mtime)),
+        Format::TarKernelInitrd => {
+            Box::new(TarKernelInitrdOutput::new(out()?, mtime, target.initrd))
+        }
         Format::KernelInitrd => match &target.destination {
-            Destination::Files { dir, name } => {
-                Box::new(KernelInitrdOutput::create(dir, name).map_err(|source| {
+            Destination::Files { dir, name } => Box::new(
+                KernelInitrdOutput::create(dir, name, target.initrd).map_err(|source| {
                     OutputError::Io {
                         path: dir.display().to_string(),
                         source,
                     }
-                })?)
-            }
+                })?,
+            ),
             _ => return Err(OutputError::OutputWithMultiFile),
         },
     })
@@ -484,6 +551,18 @@ mod tests {
     fn target_rules() {
         let t = target(None, Some("x.tgz"), None, None, None).unwrap();
         assert_eq!(t.format, Format::TarGz);
+        let t = target(None, Some("d/x.tar.zst"), None, None, None).unwrap();
+        assert_eq!(t.format, Format::TarZst);
+        assert!(t.clone().with_initrd_compression(Codec::Zstd).is_err());
+        assert_eq!(
+            t.with_initrd_compression(Codec::Gzip).unwrap().initrd,
+            Codec::Gzip
+        );
+        let t = target(Some(Format::TarZst), None, Some("n"), None, None).unwrap();
+        assert_eq!(
+            t.destination,
+            Destination::File(PathBuf::from("./n.tar.zst"))
+        );
         let t = target(
             None,
             None,

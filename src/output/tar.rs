@@ -1,11 +1,11 @@
-//! The tar-based formats (SPEC §6): `tar` (the entries as they come), `tar.gz` (the same
-//! stream gzip-compressed, block-parallel: [`crate::output::gzip`]) and `docker` (the tar plus a root `Dockerfile`, last, as LinuxKit
+//! The tar-based formats (SPEC §6): `tar` (the entries as they come), `tar.gz` and `tar.zst`
+//! (the same stream compressed: [`crate::output::gzip`], [`crate::output::zstd`]) and `docker` (the tar plus a root `Dockerfile`, last, as LinuxKit
 //! appends it, so `docker build` can turn the output into an image).
 
 use std::io::{self, Read};
 
 use crate::archive::{Entry, Kind, Sink, TarSink};
-use crate::output::gzip::{ParGzEncoder, gzip};
+use crate::output::compress::{Codec, Compressor};
 use crate::output::{FileOut, Output};
 
 /// `tar`: the entries as a tar stream.
@@ -33,26 +33,26 @@ impl Output for TarOutput {
     }
 }
 
-/// `tar.gz`: the tar stream gzip-compressed.
-pub struct TarGzOutput {
-    sink: TarSink<ParGzEncoder<FileOut>>,
+/// `tar.gz` and `tar.zst`: the tar stream compressed.
+pub struct CompressedTarOutput {
+    sink: TarSink<Compressor<FileOut>>,
 }
 
-impl TarGzOutput {
-    pub fn new(out: FileOut) -> TarGzOutput {
-        TarGzOutput {
-            sink: TarSink::new(gzip(out)),
-        }
+impl CompressedTarOutput {
+    pub fn new(out: FileOut, codec: Codec) -> io::Result<CompressedTarOutput> {
+        Ok(CompressedTarOutput {
+            sink: TarSink::new(Compressor::new(codec, out)?),
+        })
     }
 }
 
-impl Sink for TarGzOutput {
+impl Sink for CompressedTarOutput {
     fn append(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
         self.sink.append(entry, data)
     }
 }
 
-impl Output for TarGzOutput {
+impl Output for CompressedTarOutput {
     fn finish(self: Box<Self>) -> io::Result<()> {
         self.sink.finish()?.finish()?.commit()
     }
@@ -103,12 +103,14 @@ mod tests {
 
     use crate::archive::append_bytes;
     use crate::output::gzip::tests::gunzip;
+    use crate::output::zstd::tests::unzstd;
     use crate::output::{Destination, Format, Target, open};
 
     fn write(format: Format, path: &std::path::Path) {
         let t = Target {
             format,
             destination: Destination::File(path.to_path_buf()),
+            initrd: crate::output::Codec::Gzip,
         };
         let mut out = open(&t, 77).unwrap();
         append_bytes(out.as_mut(), &Entry::dir("etc", 0o755, 5), b"").unwrap();
@@ -126,6 +128,16 @@ mod tests {
         // reproducible header: no time, no name
         assert_eq!(&gz[4..8], &[0, 0, 0, 0]);
         assert_eq!(gz[3] & 0x08, 0);
+    }
+
+    #[test]
+    fn tar_zst_is_the_tar_compressed() {
+        let d = tempfile::tempdir().unwrap();
+        write(Format::Tar, &d.path().join("a.tar"));
+        write(Format::TarZst, &d.path().join("a.tar.zst"));
+        let z = std::fs::read(d.path().join("a.tar.zst")).unwrap();
+        assert_eq!(&z[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
+        assert_eq!(unzstd(&z), std::fs::read(d.path().join("a.tar")).unwrap());
     }
 
     #[test]

@@ -325,6 +325,93 @@ fn every_format_of_minimal() {
     }
 }
 
+/// zstd (SPEC §10): `tar.zst` (by `-f` and inferred from `-o x.tar.zst`) is the tar's bytes
+/// compressed; `--initrd-compression zstd` gives a zstd initrd holding the same cpio, the same
+/// bytes on a rebuild and inside `tar-kernel-initrd`; the flag is refused without an initrd.
+#[test]
+fn zstd_formats_of_minimal() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let yml = minimal_yml(d.path());
+    let out = d.path().join("out");
+    fs::create_dir(&out).expect("mkdir");
+    let o = |s: &str| out.join(s).to_str().expect("utf-8 path").to_string();
+
+    build(&yml, &["-o", &o("minimal.tar")]);
+    build(&yml, &["-o", &o("inferred.tar.zst")]);
+    build(&yml, &["-f", "tar.zst", "--dir", &o("")]);
+    let tar_bytes = fs::read(o("minimal.tar")).expect("tar");
+    let zst = fs::read(o("minimal.tar.zst")).expect("tar.zst");
+    assert_eq!(&zst[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
+    assert_eq!(unzstd(&zst), tar_bytes);
+    assert_eq!(fs::read(o("inferred.tar.zst")).expect("inferred"), zst);
+    let tar = read_tar(&tar_bytes);
+    assert!(
+        tar.iter().any(|m| m.path == "init"),
+        "the tar holds the init"
+    );
+
+    let kz = |dir: &str| {
+        build(
+            &yml,
+            &[
+                "-f",
+                "kernel+initrd",
+                "--initrd-compression",
+                "zstd",
+                "--dir",
+                &o(dir),
+                "--name",
+                "minimal",
+            ],
+        );
+        fs::read(out.join(dir).join("minimal-initrd.img")).expect("initrd")
+    };
+    let initrd = kz("k1");
+    assert_eq!(&initrd[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd initrd");
+    assert_eq!(initrd.len() % 4, 0);
+    let cpio = unzstd(&initrd);
+    assert_eq!(gnu_cpio_list(&cpio), paths_without_boot(&tar));
+    assert!(cpio.windows(8).any(|w| w == b"TRAILER!"), "cpio trailer");
+    assert_eq!(kz("k2"), initrd, "byte-identical rebuild");
+    let kernel = tar
+        .iter()
+        .find(|m| m.path == "boot/kernel")
+        .expect("boot/kernel");
+    assert_eq!(
+        fs::read(out.join("k1/minimal-kernel")).expect("kernel"),
+        kernel.data
+    );
+
+    build(
+        &yml,
+        &[
+            "-f",
+            "tar-kernel-initrd",
+            "--initrd-compression",
+            "zstd",
+            "-o",
+            &o("k.tar"),
+        ],
+    );
+    let kt = read_tar(&fs::read(o("k.tar")).expect("initrd.tar"));
+    assert_eq!(kt[1].path, "initrd.img");
+    assert_eq!(kt[1].data, initrd, "the same initrd (no microcode here)");
+
+    let refused = imagesmith()
+        .args(["build", "--initrd-compression", "zstd", "-o"])
+        .arg(o("no.tar"))
+        .arg(&yml)
+        .output()
+        .expect("running imagesmith");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--initrd-compression"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!out.join("no.tar").exists());
+}
+
 #[test]
 fn single_file_formats_stream_to_stdout() {
     let d = tempfile::tempdir().expect("tempdir");

@@ -14,7 +14,7 @@
 //!   its Drop guard; [`remove_at_exit`] for images the tests of a process share;
 //! - running commands: [`run_ok`], the `imagesmith` binary under test ([`imagesmith`]),
 //!   its peak memory ([`run_measured`]), a tokio runtime for library tests ([`runtime`]);
-//! - reading outputs: tars ([`read_tar`]), gzip, GNU cpio listings.
+//! - reading outputs: tars ([`read_tar`]), gzip, zstd, GNU cpio listings.
 //!
 //! Registries and TLS are in [`engine`], the OCI schema and golden values in [`oci`], the
 //! packages of `pkg/` and `examples/minimal.yml` in [`pkg`].
@@ -561,6 +561,18 @@ pub fn gunzip(b: &[u8]) -> Vec<u8> {
     flate2::read::GzDecoder::new(b)
         .read_to_end(&mut v)
         .expect("not gzip data");
+    v
+}
+
+/// The bytes of one zstd frame, decompressed (what follows it, such as an initrd's zero
+/// padding, is ignored).
+pub fn unzstd(b: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    zstd::stream::read::Decoder::new(b)
+        .expect("zstd decoder")
+        .single_frame()
+        .read_to_end(&mut v)
+        .expect("not zstd data");
     v
 }
 
