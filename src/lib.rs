@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod build;
+pub mod cache;
 pub mod bundle;
 pub mod engine;
 pub mod exec;

@@ -35,6 +35,7 @@ fn options(yml: &Path, out: &Path, format: Format) -> BuildOptions {
         ahead: 0,
         resolve_at_once: 4,
         resolve: ResolveOptions::default(),
+        cache: None,
     }
 }
 
