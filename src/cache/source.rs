@@ -384,3 +384,239 @@ impl Drop for Tee {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The wrapper over the in-memory fake engine: what it serves, when it asks the engine,
+    //! what it keeps.
+
+    use super::*;
+    use crate::archive::{self, TarSink};
+    use crate::engine::fake::{Event, FakeEngine};
+    use crate::engine::{Engine, Exports};
+
+    const ID: &str = "sha256:5ca1ab1e00000000000000000000000000000000000000000000000000000001";
+
+    /// A tar of about 3.5 MiB (four chunks), bytes varying so that a flip anywhere matters.
+    fn image_tar() -> Vec<u8> {
+        let mut s = TarSink::new(Vec::new());
+        let data: Vec<u8> = (0..3_500_000u32).map(|i| (i % 251) as u8).collect();
+        let e = archive::Entry::file(&b"big"[..], 0o644, 1, data.len() as u64);
+        archive::append_bytes(&mut s, &e, &data).unwrap();
+        let e = archive::Entry::file(&b"small"[..], 0o644, 1, 5);
+        archive::append_bytes(&mut s, &e, b"hello").unwrap();
+        s.finish().unwrap()
+    }
+
+    struct Setup {
+        rt: tokio::runtime::Runtime,
+        engine: Arc<FakeEngine>,
+        dir: tempfile::TempDir,
+        info: ImageInfo,
+        tar: Vec<u8>,
+    }
+
+    fn setup_with(tar: Vec<u8>) -> Setup {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut engine = FakeEngine::new();
+        let info = ImageInfo {
+            id: ID.into(),
+            ..ImageInfo::default()
+        };
+        engine.add("cache-test:1", info, tar.clone());
+        let engine = Arc::new(engine);
+        let r = Reference::parse("cache-test:1").unwrap();
+        let info = rt
+            .block_on(engine.resolve(&r, &ResolveOptions::default()))
+            .unwrap();
+        Setup {
+            rt,
+            engine,
+            dir: tempfile::tempdir().unwrap(),
+            info,
+            tar,
+        }
+    }
+
+    impl Setup {
+        fn source(&self) -> CachedSource {
+            let e: Arc<dyn Engine> = self.engine.clone();
+            let exports: Arc<dyn ImageSource> =
+                Arc::new(Exports::new(e, self.rt.handle().clone()));
+            let kind = exports.stream_kind().unwrap().to_string();
+            CachedSource::new(exports, self.dir.path(), &kind).unwrap()
+        }
+        fn creates(&self) -> usize {
+            self.engine
+                .events()
+                .iter()
+                .filter(|(_, e)| matches!(e, Event::Create { .. }))
+                .count()
+        }
+        fn entry(&self) -> PathBuf {
+            self.source().cache().entry_path(ID, "engine").unwrap()
+        }
+        fn tmp_files(&self) -> usize {
+            std::fs::read_dir(self.dir.path().join("tmp"))
+                .unwrap()
+                .count()
+        }
+    }
+
+    fn read_all(s: &CachedSource, info: &ImageInfo) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        s.open(info).unwrap().read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    fn flip(path: &Path, at: u64) {
+        let mut b = std::fs::read(path).unwrap();
+        b[at as usize] ^= 0x20;
+        std::fs::write(path, b).unwrap();
+    }
+
+    #[test]
+    fn warm_open_serves_the_same_bytes_without_a_container() {
+        let t = setup_with(image_tar());
+        let s = t.source();
+        assert_eq!(read_all(&s, &t.info).unwrap(), t.tar);
+        assert_eq!(t.creates(), 1);
+        assert!(t.entry().exists(), "no entry after a whole read");
+        let meta = Cache::read_meta(&t.entry()).unwrap();
+        assert_eq!(meta.names, vec!["docker.io/library/cache-test:1"]);
+        assert_eq!(meta.size, t.tar.len() as u64);
+        // A new source (a later build) on the same directory.
+        let s2 = t.source();
+        assert_eq!(read_all(&s2, &t.info).unwrap(), t.tar);
+        assert_eq!(t.creates(), 1, "the warm open created a container");
+        assert!(!s2.take_damaged());
+        assert_eq!(t.tmp_files(), 0);
+    }
+
+    #[test]
+    fn damage_before_the_first_byte_falls_back_to_the_engine() {
+        let t = setup_with(image_tar());
+        read_all(&t.source(), &t.info).unwrap();
+        // A byte of chunk 0's data; then a truncated file.
+        flip(&t.entry(), 64 + 12 + 1000);
+        assert_eq!(read_all(&t.source(), &t.info).unwrap(), t.tar);
+        assert_eq!(t.creates(), 2);
+        // The fresh export replaced the entry, which is sound again.
+        assert_eq!(read_all(&t.source(), &t.info).unwrap(), t.tar);
+        assert_eq!(t.creates(), 2);
+        let len = std::fs::metadata(t.entry()).unwrap().len();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(t.entry())
+            .unwrap();
+        f.set_len(len - 100).unwrap();
+        assert_eq!(read_all(&t.source(), &t.info).unwrap(), t.tar);
+        assert_eq!(t.creates(), 3);
+    }
+
+    #[test]
+    fn damage_midway_fails_the_read_and_drops_the_entry() {
+        let t = setup_with(image_tar());
+        read_all(&t.source(), &t.info).unwrap();
+        // A byte of chunk 2.
+        flip(&t.entry(), 64 + 2 * (12 + (1 << 20)) + 500);
+        let s = t.source();
+        let err = read_all(&s, &t.info).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("chunk 2"), "{err}");
+        assert!(s.take_damaged());
+        assert!(!s.take_damaged(), "taken once");
+        assert!(!t.entry().exists(), "a damaged entry was kept");
+        // The next read comes from the engine again, and whole.
+        assert_eq!(read_all(&s, &t.info).unwrap(), t.tar);
+        assert_eq!(t.creates(), 2);
+    }
+
+    #[test]
+    fn a_stream_not_read_to_its_end_is_not_kept() {
+        let t = setup_with(image_tar());
+        let s = t.source();
+        let mut r = s.open(&t.info).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        r.read_exact(&mut buf).unwrap();
+        drop(r);
+        assert!(!t.entry().exists());
+        assert_eq!(t.tmp_files(), 0, "the temporary entry was left");
+        assert!(Cache::read_meta(&t.entry()).is_none());
+    }
+
+    #[test]
+    fn a_reader_stopping_at_the_tar_end_still_fills_the_cache() {
+        let t = setup_with(image_tar());
+        let s = t.source();
+        let r = s.open(&t.info).unwrap();
+        let mut n = 0;
+        archive::for_each_entry::<_, archive::ReadError, _>(r, |_, data| {
+            n += io::copy(data, &mut io::sink()).map_err(archive::ReadError::Io)?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 3_500_005);
+        assert!(t.entry().exists(), "not kept after a tar reader's read");
+    }
+
+    #[test]
+    fn a_stream_that_is_not_a_whole_tar_is_not_kept() {
+        let mut tar = image_tar();
+        tar.truncate(2_000_000 / 512 * 512);
+        let t = setup_with(tar);
+        let s = t.source();
+        assert_eq!(read_all(&s, &t.info).unwrap(), t.tar);
+        assert!(!t.entry().exists());
+        assert_eq!(t.tmp_files(), 0);
+    }
+
+    #[test]
+    fn an_unusable_cache_only_skips_caching() {
+        let t = setup_with(image_tar());
+        let s = t.source();
+        let entry = t.entry();
+        // The temporary directory is a file now: no entry can be started.
+        std::fs::remove_dir(t.dir.path().join("tmp")).unwrap();
+        std::fs::write(t.dir.path().join("tmp"), b"x").unwrap();
+        assert_eq!(read_all(&s, &t.info).unwrap(), t.tar);
+        assert!(!entry.exists());
+    }
+
+    #[test]
+    fn concurrent_opens_on_an_empty_cache() {
+        let t = setup_with(image_tar());
+        let s = Arc::new(t.source());
+        let s2 = Arc::new(t.source());
+        let (a, b) = std::thread::scope(|sc| {
+            let h1 = sc.spawn(|| read_all(&s, &t.info).unwrap());
+            let h2 = sc.spawn(|| read_all(&s2, &t.info).unwrap());
+            (h1.join().unwrap(), h2.join().unwrap())
+        });
+        assert_eq!(a, t.tar);
+        assert_eq!(b, t.tar);
+        let creates = t.creates();
+        assert_eq!(read_all(&t.source(), &t.info).unwrap(), t.tar);
+        assert_eq!(t.creates(), creates, "the entry left is not sound");
+    }
+
+    #[test]
+    fn eviction_spares_what_the_build_used() {
+        let t = setup_with(image_tar());
+        let s = t.source();
+        read_all(&s, &t.info).unwrap();
+        // Another, older entry.
+        let other = s
+            .cache()
+            .entry_path(&ID.replace("5ca1ab1e", "01d0000e"), "engine")
+            .unwrap();
+        std::fs::write(&other, vec![0u8; 4096]).unwrap();
+        s.evict(1);
+        assert!(!other.exists(), "the unused entry was kept");
+        assert!(t.entry().exists(), "the entry in use was evicted");
+    }
+}
