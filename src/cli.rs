@@ -235,9 +235,9 @@ fn cache_dir(arg: Option<&Path>) -> anyhow::Result<PathBuf> {
         return Ok(d.to_path_buf());
     }
     let var = |k| std::env::var(k).ok();
-    cache::default_dir(var("XDG_CACHE_HOME").as_deref(), var("HOME").as_deref()).ok_or_else(
-        || anyhow!("no cache directory: neither XDG_CACHE_HOME nor HOME is set (use --cache-dir)"),
-    )
+    cache::default_dir(var("XDG_CACHE_HOME").as_deref(), var("HOME").as_deref()).ok_or_else(|| {
+        anyhow!("no cache directory: neither XDG_CACHE_HOME nor HOME is set (use --cache-dir)")
+    })
 }
 
 fn init_logging(quiet: bool, verbose: u8) {

@@ -4,8 +4,8 @@
 
 pub mod archive;
 pub mod build;
-pub mod cache;
 pub mod bundle;
+pub mod cache;
 pub mod engine;
 pub mod exec;
 pub mod oci;

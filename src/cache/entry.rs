@@ -420,7 +420,10 @@ mod tests {
         // Truncated anywhere, or grown.
         for len in [0, 10, HEADER, good.len() / 2, good.len() - 1] {
             let f = entry_file(&good[..len]);
-            assert!(read_all(f.path()).is_err(), "truncation to {len} undetected");
+            assert!(
+                read_all(f.path()).is_err(),
+                "truncation to {len} undetected"
+            );
         }
         let mut longer = good.clone();
         longer.extend_from_slice(&[0; 512]);

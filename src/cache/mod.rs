@@ -99,7 +99,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
         "t" | "tb" | "tib" => 40,
-        _ => return Err(format!("invalid size `{s}`: expected e.g. 500M, 10G or 1.5GiB")),
+        _ => {
+            return Err(format!(
+                "invalid size `{s}`: expected e.g. 500M, 10G or 1.5GiB"
+            ));
+        }
     };
     let v: f64 = num
         .parse()
@@ -356,7 +360,11 @@ impl Cache {
     /// normalised as the YAML's are), or an image id or a prefix of one (with or without
     /// `sha256:`). An id prefix must match one image only.
     pub fn find(&self, what: &str) -> Result<Vec<Item>, String> {
-        let images: Vec<Item> = self.list().into_iter().filter(|i| i.meta.is_some()).collect();
+        let images: Vec<Item> = self
+            .list()
+            .into_iter()
+            .filter(|i| i.meta.is_some())
+            .collect();
         let name = Reference::parse(what).map(|r| r.to_string()).ok();
         let by_name: Vec<Item> = images
             .iter()
@@ -372,7 +380,10 @@ impl Cache {
         if !by_name.is_empty() {
             return Ok(by_name);
         }
-        let hex = what.strip_prefix("sha256:").unwrap_or(what).to_ascii_lowercase();
+        let hex = what
+            .strip_prefix("sha256:")
+            .unwrap_or(what)
+            .to_ascii_lowercase();
         if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!("no cached image is named `{what}`"));
         }
@@ -380,7 +391,9 @@ impl Cache {
             .into_iter()
             .filter(|i| {
                 i.meta.as_ref().is_some_and(|m| {
-                    m.id.strip_prefix("sha256:").unwrap_or(&m.id).starts_with(&hex)
+                    m.id.strip_prefix("sha256:")
+                        .unwrap_or(&m.id)
+                        .starts_with(&hex)
                 })
             })
             .collect();

@@ -76,7 +76,10 @@ impl CachedSource {
                 .as_ref()
                 .map(|m| m.id.clone())
                 .unwrap_or_else(|| item.path.display().to_string());
-            log::debug!("cache: evicted {what} ({})", crate::progress::human(item.disk));
+            log::debug!(
+                "cache: evicted {what} ({})",
+                crate::progress::human(item.disk)
+            );
         }
     }
 
@@ -315,10 +318,7 @@ impl Tee {
                 );
                 lock(&self.state.used).push(path);
             }
-            Err(e) => log::warn!(
-                "cache: not caching image `{}`: {e}",
-                self.image.reference
-            ),
+            Err(e) => log::warn!("cache: not caching image `{}`: {e}", self.image.reference),
         }
     }
 
@@ -445,8 +445,7 @@ mod tests {
     impl Setup {
         fn source(&self) -> CachedSource {
             let e: Arc<dyn Engine> = self.engine.clone();
-            let exports: Arc<dyn ImageSource> =
-                Arc::new(Exports::new(e, self.rt.handle().clone()));
+            let exports: Arc<dyn ImageSource> = Arc::new(Exports::new(e, self.rt.handle().clone()));
             let kind = exports.stream_kind().unwrap().to_string();
             CachedSource::new(exports, self.dir.path(), &kind).unwrap()
         }
