@@ -168,7 +168,7 @@ impl<W: Write> EntryWriter<W> {
     /// ending with the two zero blocks of the end-of-archive marker. A stream cut short
     /// (an export broken off and ended "cleanly") does not.
     pub fn ends_like_tar(&self) -> bool {
-        self.len > 0 && self.len % 512 == 0 && self.zero_tail >= 1024
+        self.len > 0 && self.len.is_multiple_of(512) && self.zero_tail >= 1024
     }
 
     /// Stream bytes written so far.
