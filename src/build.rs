@@ -6,7 +6,11 @@
 //!    and resolve every distinct image, several at once; every failure is reported, each
 //!    with where the YAML names the image;
 //! 3. plan (label merge, `config.json`s, layouts) — still nothing written;
-//! 4. execute the plan on this thread, the only one that writes the output.
+//! 4. execute the plan on this thread, the only one that writes the output;
+//! 5. with a cache ([`BuildOptions::cache`]), the source is wrapped in a
+//!    [`CachedSource`], and least recently used entries are evicted at the end. A cache
+//!    entry found damaged midway makes the build start over once without it (an output
+//!    file is not in place until the end; standard output and devices cannot start over).
 //!
 //! Ctrl-C and SIGTERM release what the source holds and remove the temporary output, then
 //! exit with 130 / 143 (`crate::signals`).
@@ -19,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use futures_util::StreamExt;
 
+use crate::cache::{CacheOptions, CachedSource};
 use crate::exec;
 use crate::output::{self, Destination, Target};
 use crate::plan::{self, ImageUse};
@@ -46,6 +51,8 @@ pub struct BuildOptions {
     /// Images resolved at once.
     pub resolve_at_once: usize,
     pub resolve: ResolveOptions,
+    /// The image cache; `None`: no cache (`--no-cache`).
+    pub cache: Option<CacheOptions>,
 }
 
 /// What a successful build wrote.
@@ -93,6 +100,11 @@ pub fn run(opts: &BuildOptions, connect: Connect<'_>) -> anyhow::Result<Report> 
         .build()
         .context("starting the async runtime")?;
     let source = connect(&rt)?;
+    let cached = opts.cache.as_ref().and_then(|c| wrap(&source, c));
+    let source = match &cached {
+        Some(c) => c.clone() as Arc<dyn ImageSource>,
+        None => source,
+    };
     signals::install(&rt, source.clone());
     let images = resolve_all(
         &rt,
@@ -103,13 +115,58 @@ pub fn run(opts: &BuildOptions, connect: Connect<'_>) -> anyhow::Result<Report> 
     )?;
     let plan = plan::plan(&spec, &images, files)?;
 
-    let mut out = output::open_all(&opts.targets, opts.mtime)?;
-    exec::execute(&plan, source, opts.ahead, opts.mtime, out.as_mut())?;
-    out.finish().context("finishing the output")?;
+    let mut again = true;
+    loop {
+        let mut out = output::open_all(&opts.targets, opts.mtime)?;
+        match exec::execute(&plan, source.clone(), opts.ahead, opts.mtime, out.as_mut()) {
+            Ok(()) => {
+                out.finish().context("finishing the output")?;
+                break;
+            }
+            Err(e) => {
+                let damaged = cached.as_ref().is_some_and(|c| c.take_damaged());
+                if !(damaged && again && opts.targets.iter().all(|t| restartable(&t.destination))) {
+                    return Err(e);
+                }
+                // The damaged entry is gone: its image comes from the source this time.
+                log::warn!("{e:#}; building again");
+                again = false;
+            }
+        }
+    }
+    if let (Some(c), Some(o)) = (&cached, &opts.cache) {
+        c.evict(o.limit);
+    }
     Ok(Report {
         written: opts.targets.iter().flat_map(written).collect(),
         elapsed: started.elapsed(),
     })
+}
+
+/// `source` with the cache of `opts`, when the source's streams can be cached and the
+/// cache directory can be made (else a warning, and no cache).
+fn wrap(source: &Arc<dyn ImageSource>, opts: &CacheOptions) -> Option<Arc<CachedSource>> {
+    let kind = source.stream_kind()?.to_string();
+    match CachedSource::new(source.clone(), &opts.dir, &kind) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            log::warn!(
+                "cache: cannot use {}: {e}; building without a cache",
+                opts.dir.display()
+            );
+            None
+        }
+    }
+}
+
+/// Whether an output can be written again from the start: files written beside their
+/// target and renamed at the end can; standard output and devices cannot.
+fn restartable(dest: &Destination) -> bool {
+    match dest {
+        Destination::Stdout => false,
+        Destination::File(p) => std::fs::metadata(p).map_or(true, |m| m.is_file()),
+        Destination::Files { .. } => true,
+    }
 }
 
 /// The files a finished output consists of, with their sizes.

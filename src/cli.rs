@@ -13,6 +13,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use imagesmith::build::{self, BuildOptions, DEFAULT_MTIME};
+use imagesmith::cache::{self, Cache, CacheOptions};
 use imagesmith::output::{self, Codec, Format};
 use imagesmith::pkg::{self, PkgOptions};
 use imagesmith::progress::{self, Progress};
@@ -48,6 +49,8 @@ enum Command {
         #[command(subcommand)]
         command: PkgCommand,
     },
+    /// The image cache: list, remove, prune.
+    Cache(CacheArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff) on standard output.
@@ -69,6 +72,37 @@ struct PkgBuildArgs {
     /// Tag of the image (one directory only); default `imagesmith/<dir name>:dev`.
     #[arg(short, long)]
     tag: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct CacheArgs {
+    /// The cache directory (default: $XDG_CACHE_HOME/imagesmith, else ~/.cache/imagesmith).
+    #[arg(long, value_name = "DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: CacheCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// List the cached images: names, ID, size on disk, last use (most recent first).
+    Ls,
+    /// Remove the cached images a reference names (any name they were used under), or of
+    /// an image ID or a unique start of one.
+    Rm {
+        #[arg(required = true, value_name = "REF|ID")]
+        images: Vec<String>,
+    },
+    /// Remove least recently used entries until the cache takes at most the default limit
+    /// (10 GiB), or SIZE, or nothing with --all.
+    Prune {
+        /// Empty the cache.
+        #[arg(long, conflicts_with = "keep_size")]
+        all: bool,
+        /// Keep at most this much (e.g. 500M, 10G; K, M, G, T are powers of 1024).
+        #[arg(long, value_name = "SIZE", value_parser = cache::parse_size)]
+        keep_size: Option<u64>,
+    },
 }
 
 fn format_parser() -> impl TypedValueParser<Value = Format> {
@@ -114,6 +148,13 @@ struct BuildArgs {
     /// (see README, Performance).
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     jobs: u16,
+    /// The image cache directory (default: $XDG_CACHE_HOME/imagesmith, else
+    /// ~/.cache/imagesmith). Images whose ID is cached are not exported again.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Neither read nor fill the image cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
     /// Print the merged YAML with normalised image references and exit.
     #[arg(long, conflicts_with_all = ["output", "format", "name", "dir", "pull", "platform"])]
     dry_run: bool,
@@ -184,6 +225,31 @@ fn build_options(args: &BuildArgs) -> anyhow::Result<BuildOptions> {
                 .map(normalize_platform)
                 .transpose()?,
         },
+        cache: if args.no_cache {
+            None
+        } else {
+            match cache_dir(args.cache_dir.as_deref()) {
+                Ok(dir) => Some(CacheOptions {
+                    dir,
+                    limit: cache::DEFAULT_LIMIT,
+                }),
+                Err(e) => {
+                    log::warn!("{e}; building without a cache");
+                    None
+                }
+            }
+        },
+    })
+}
+
+/// `--cache-dir`, else the default cache directory.
+fn cache_dir(arg: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(d) = arg {
+        return Ok(d.to_path_buf());
+    }
+    let var = |k| std::env::var(k).ok();
+    cache::default_dir(var("XDG_CACHE_HOME").as_deref(), var("HOME").as_deref()).ok_or_else(|| {
+        anyhow!("no cache directory: neither XDG_CACHE_HOME nor HOME is set (use --cache-dir)")
     })
 }
 
@@ -224,6 +290,7 @@ pub fn main() -> ExitCode {
         Command::Pkg {
             command: PkgCommand::Build(args),
         } => pkg_build(&args),
+        Command::Cache(args) => cache_command(&args),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(shell, &mut cmd, "imagesmith", &mut std::io::stdout());
@@ -334,6 +401,113 @@ fn load(files: &[String]) -> anyhow::Result<spec::Loaded> {
         log::warn!("{w}");
     }
     Ok(loaded)
+}
+
+/// `imagesmith cache ls|rm|prune`: results on standard output.
+fn cache_command(args: &CacheArgs) -> anyhow::Result<()> {
+    let dir = cache_dir(args.cache_dir.as_deref())?;
+    let c = Cache::at(&dir);
+    let mut out = std::io::stdout().lock();
+    match &args.command {
+        CacheCommand::Ls => {
+            let items = c.list();
+            let mut rows = vec![[
+                "NAME".to_string(),
+                "ID".to_string(),
+                "SIZE".to_string(),
+                "LAST USE".to_string(),
+            ]];
+            let (mut blobs, mut blob_bytes, mut total) = (0usize, 0u64, 0u64);
+            for i in &items {
+                total += i.disk;
+                let Some(m) = &i.meta else {
+                    blobs += 1;
+                    blob_bytes += i.disk;
+                    continue;
+                };
+                let id = m.id.strip_prefix("sha256:").unwrap_or(&m.id);
+                rows.push([
+                    if m.names.is_empty() {
+                        "<none>".to_string()
+                    } else {
+                        m.names.join(",")
+                    },
+                    engine::short(id).to_string(),
+                    progress::human(i.disk),
+                    cache::format_time(i.last_used),
+                ]);
+            }
+            let widths: Vec<usize> = (0..4)
+                .map(|k| rows.iter().map(|r| r[k].chars().count()).max().unwrap_or(0))
+                .collect();
+            for r in &rows {
+                writeln!(
+                    out,
+                    "{:w0$}  {:w1$}  {:>w2$}  {}",
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    w0 = widths[0],
+                    w1 = widths[1],
+                    w2 = widths[2]
+                )?;
+            }
+            let images = rows.len() - 1;
+            let mut summary = format!(
+                "{images} image{} in {}",
+                if images == 1 { "" } else { "s" },
+                dir.display()
+            );
+            if blobs > 0 {
+                summary.push_str(&format!(
+                    ", {blobs} registry blob{} ({})",
+                    if blobs == 1 { "" } else { "s" },
+                    progress::human(blob_bytes)
+                ));
+            }
+            writeln!(out, "{summary}; {} in all", progress::human(total))?;
+        }
+        CacheCommand::Rm { images } => {
+            let mut failed = Vec::new();
+            for what in images {
+                match c.find(what) {
+                    Ok(items) => {
+                        for i in items {
+                            Cache::remove_entry(&i.path)?;
+                            let (id, names) = i
+                                .meta
+                                .map(|m| (m.id, m.names.join(",")))
+                                .unwrap_or_default();
+                            writeln!(out, "removed {id} ({names})")?;
+                        }
+                    }
+                    Err(e) => failed.push(e),
+                }
+            }
+            if !failed.is_empty() {
+                return Err(anyhow!("{}", failed.join("; ")));
+            }
+        }
+        CacheCommand::Prune { all, keep_size } => {
+            c.remove_stale_temporaries();
+            let removed = if *all {
+                c.clear()
+            } else {
+                c.evict(keep_size.unwrap_or(cache::DEFAULT_LIMIT), &[])
+            };
+            let freed: u64 = removed.iter().map(|i| i.disk).sum();
+            writeln!(
+                out,
+                "removed {} entr{} ({}); the cache takes {}",
+                removed.len(),
+                if removed.len() == 1 { "y" } else { "ies" },
+                progress::human(freed),
+                progress::human(c.total())
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// `imagesmith pkg build`: `<tag> <image id>` per package on standard output.

@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod build;
 pub mod bundle;
+pub mod cache;
 pub mod engine;
 pub mod exec;
 pub mod oci;

@@ -342,4 +342,9 @@ impl ImageSource for Exports {
     fn abort(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.remove_all())
     }
+
+    /// A container's export: the image's files plus what the engine adds.
+    fn stream_kind(&self) -> Option<&str> {
+        Some("engine")
+    }
 }

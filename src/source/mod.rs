@@ -39,6 +39,13 @@ pub trait ImageSource: Send + Sync {
     /// Releases everything the source holds (containers, temporary files) and makes every
     /// later [`ImageSource::open`] fail: the signal handler's path.
     fn abort(&self) -> BoxFuture<'_, ()>;
+
+    /// What `open`'s streams are, as part of the cache key (`crate::cache`): two sources
+    /// whose streams of one image differ in bytes answer differently. `None` (the default):
+    /// never cached.
+    fn stream_kind(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// What imagesmith needs to know about a resolved image.

@@ -41,6 +41,7 @@ fn options_with(yml: &Path, targets: Vec<output::Target>, dir: Option<&Path>) ->
         ahead: 0,
         resolve_at_once: 4,
         resolve: ResolveOptions::default(),
+        cache: None,
     }
 }
 

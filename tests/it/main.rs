@@ -9,6 +9,7 @@ mod bundle_config;
 mod bundle_golden;
 mod bundle_proptest;
 mod bundle_snapshots;
+mod cache;
 mod cli_build;
 mod cli_validate;
 mod common;

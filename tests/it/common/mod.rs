@@ -399,9 +399,12 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 
 /// The `imagesmith` binary under test, for the local engine like [`docker`]: without
 /// `DOCKER_HOST`, `DOCKER_TLS_VERIFY`, `DOCKER_TLS`, `DOCKER_CERT_PATH` and `RUST_LOG` from
-/// the caller's environment (a test that sets one afterwards still does).
+/// the caller's environment (a test that sets one afterwards still does), and with an
+/// empty image cache of its own ([`fresh_cache_home`]; a test that wants a warm cache passes
+/// `--cache-dir`), never the user's.
 pub fn imagesmith() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagesmith"));
+    cmd.env("XDG_CACHE_HOME", fresh_cache_home());
     for k in [
         "DOCKER_HOST",
         "DOCKER_TLS_VERIFY",
@@ -412,6 +415,33 @@ pub fn imagesmith() -> Command {
         cmd.env_remove(k);
     }
     cmd
+}
+
+/// The directory holding the test process's cache homes, removed at exit.
+static CACHE_ROOT: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_cache_root() {
+    if let Some(r) = CACHE_ROOT.get() {
+        let _ = fs::remove_dir_all(r);
+    }
+}
+
+/// A new, empty `XDG_CACHE_HOME` for one run, under a directory of this process that is
+/// removed when it exits.
+pub fn fresh_cache_home() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let root = CACHE_ROOT.get_or_init(|| {
+        // SAFETY: registers a plain `extern "C" fn` without arguments, as atexit(3) expects.
+        unsafe {
+            libc::atexit(remove_cache_root);
+        }
+        tempfile::Builder::new()
+            .prefix("imagesmith-test-cache-")
+            .tempdir()
+            .expect("temp dir")
+            .keep()
+    });
+    root.join(N.fetch_add(1, Ordering::SeqCst).to_string())
 }
 
 /// What a finished command did, with its peak resident memory.
