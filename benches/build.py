@@ -69,8 +69,22 @@ CASES = [
     Case("spec, tar.zst", "spec", ["-f", "tar.zst"], vs_tar=True),
 ]
 
-# (name, extra build arguments, setup(ctx) or None). The engine, every image exported.
-VARIANTS = [("engine", [], None)]
+def warm_cache(ctx):
+    """Fills the warm variant's cache: one build of each spec."""
+    for spec in ctx["specs"].values():
+        sh(ctx["bin"], "-q", "build", "--cache-dir", os.path.join(ctx["work"], "cache"),
+           "-o", os.path.join(ctx["work"], "warmup.tar"), spec)
+    os.remove(os.path.join(ctx["work"], "warmup.tar"))
+
+
+# (name, extra build arguments ({work} is replaced), setup(ctx) or None, the cases it
+# applies to or None for all). "engine": every image exported (the cache bypassed);
+# "cache warm": every image served from a filled cache.
+VARIANTS = [
+    ("engine", ["--no-cache"], None, None),
+    ("cache warm", ["--cache-dir", "{work}/cache"], warm_cache,
+     ["one 1 GiB image, tar", "spec, tar"]),
+]
 
 
 def sh(*args, **kw):
@@ -259,8 +273,8 @@ def main():
             "spec": lambda: export_floor(spec_images, work),
             "spec -> /dev/null": lambda: export_floor(spec_images, None),
         }
-        rows = [(c, v) for v in VARIANTS for c in CASES]
-        for _, _, setup in VARIANTS:
+        rows = [(c, v) for v in VARIANTS for c in CASES if v[3] is None or c.name in v[3]]
+        for _, _, setup, _ in VARIANTS:
             if setup:
                 setup({"work": work, "bin": opts.bin, "specs": specs})
         walls = {k: [] for k in floors}
@@ -269,8 +283,9 @@ def main():
             print(f"round {r + 1}/{opts.runs}", file=sys.stderr)
             for k, f in floors.items():
                 walls[k].append(f())
-            for c, (vname, vargs, _) in rows:
+            for c, (vname, vargs, _, _) in rows:
                 out = os.path.join(work, "out")
+                vargs = [a.replace("{work}", work) for a in vargs]
                 cmd = [opts.bin, "-q", "build", *c.args, *vargs]
                 cmd += ["--dir", out, "--name", "b"] if c.multi else ["-o", out]
                 wall, cpu, rss = timed(cmd + [specs[c.spec]])
@@ -284,16 +299,20 @@ def main():
         tar_ref = statistics.median(res[("spec, tar", VARIANTS[0][0])]["wall"])
         size = "1/10 sizes (--small)" if opts.small else "full sizes"
         print(f"\n{size}; median of {opts.runs} runs, rounds alternating every case\n")
-        head = ["case", "wall s", "CPU s", "peak RSS MiB", "output MiB", "vs floor", "vs spec tar"]
+        head = ["case", "wall s", "CPU s", "peak RSS MiB", "output MiB", "vs floor",
+                "vs spec tar / cold"]
         print("| " + " | ".join(head) + " |")
         print("|---|" + "---:|" * (len(head) - 1))
         for k, w in floor.items():
             print(f"| floor: {k} (engine alone) | {w:.2f} | | | | | |")
-        for c, (vname, _, _) in rows:
+        for c, (vname, _, _, _) in rows:
             m = res[(c.name, vname)]
             wall = statistics.median(m["wall"])
             name = c.name if len(VARIANTS) == 1 else f"{c.name} [{vname}]"
             vs_tar = f"{wall / tar_ref:.2f}×" if c.vs_tar else ""
+            if vname != VARIANTS[0][0]:
+                cold = statistics.median(res[(c.name, VARIANTS[0][0])]["wall"])
+                vs_tar = f"{wall / cold:.2f}× its cold build"
             print(f"| {name} | {wall:.2f} | {statistics.median(m['cpu']):.2f} "
                   f"| {max(m['rss']) / 1024:.1f} | {m['size'] / MIB:.0f} "
                   f"| {wall / floor[c.floor]:.2f}× ({c.floor}) | {vs_tar} |")
