@@ -11,6 +11,7 @@ pub mod output;
 pub mod pkg;
 pub mod plan;
 pub mod progress;
+pub mod registry;
 pub mod rewrite;
 pub mod signals;
 pub mod spec;
