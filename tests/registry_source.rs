@@ -129,9 +129,15 @@ fn pull_by_tag_with_basic_auth_matches_the_engine_export() {
     assert_eq!(info.id, img.id, "the image ID is the config digest");
     assert_eq!(info.cmd, ["/bin/sh"]);
     assert_eq!(info.env, Some(vec!["PATH=/bin".to_string()]));
-    assert_eq!((info.os.as_str(), info.architecture.as_str()), ("linux", "amd64"));
+    assert_eq!(
+        (info.os.as_str(), info.architecture.as_str()),
+        ("linux", "amd64")
+    );
     let tree = registry_tree(&src, &info);
-    assert_eq!(tree, engine, "registry tree differs from the engine's export");
+    assert_eq!(
+        tree, engine,
+        "registry tree differs from the engine's export"
+    );
     assert!(tree.contains_key("etc/motd") && tree.contains_key("a/b/c"));
 
     // Layers and config are blobs of the cache; the flattened image is keyed by its ID.
@@ -178,7 +184,11 @@ fn two_platforms() -> Layout {
         let mut i = Image::new(
             platform,
             vec![
-                layer_tar(&[dir("etc/"), file("etc/arch", arch.as_bytes()), file("common", b"c")]),
+                layer_tar(&[
+                    dir("etc/"),
+                    file("etc/arch", arch.as_bytes()),
+                    file("common", b"c"),
+                ]),
                 layer_tar(&[file(&format!("only-{arch}"), b"1")]),
             ],
         );
@@ -216,11 +226,17 @@ fn a_two_platform_index_gives_each_platform_its_own_files() {
     // Default: the host's platform.
     let src = source(cache.path(), Some(config.path()), None);
     let host = imagesmith::registry::manifest::Platform::host();
-    assert_eq!(resolve(&src, &remote).unwrap().architecture, host.architecture);
+    assert_eq!(
+        resolve(&src, &remote).unwrap().architecture,
+        host.architecture
+    );
     // A platform the index lacks: named, with those it has.
     let src = source(cache.path(), Some(config.path()), Some("linux/s390x"));
     let msg = resolve(&src, &remote).unwrap_err().to_string();
-    assert!(msg.contains("linux/s390x") && msg.contains(&remote), "{msg}");
+    assert!(
+        msg.contains("linux/s390x") && msg.contains(&remote),
+        "{msg}"
+    );
     assert!(msg.contains("linux/amd64, linux/arm64/v8"), "{msg}");
 }
 
@@ -258,7 +274,9 @@ fn oci_layouts_and_archives_import_with_their_index() {
     let layout = two_platforms();
     // index.json names the image by its full reference.
     let index = layout.dir.path().join("index.json");
-    let text = std::fs::read_to_string(&index).unwrap().replace("\"multi\"", &format!("\"{name}\""));
+    let text = std::fs::read_to_string(&index)
+        .unwrap()
+        .replace("\"multi\"", &format!("\"{name}\""));
     std::fs::write(&index, text).unwrap();
     let archive = tempfile::NamedTempFile::new().unwrap();
     run_ok(
@@ -285,10 +303,16 @@ fn hostile_layers_are_refused_naming_image_and_path() {
     let reg = Registry::with_auth();
     let config = reg.login_config();
     let cases: Vec<(Vec<Vec<u8>>, &str)> = vec![
-        (vec![layer_tar(&[file("ok", b"1"), file("../escape", b"x")])], "../escape"),
+        (
+            vec![layer_tar(&[file("ok", b"1"), file("../escape", b"x")])],
+            "../escape",
+        ),
         (vec![layer_tar(&[file("/abs", b"x")])], "/abs"),
         (
-            vec![layer_tar(&[sym("up", "/")]), layer_tar(&[file("up/etc/owned", b"x")])],
+            vec![
+                layer_tar(&[sym("up", "/")]),
+                layer_tar(&[file("up/etc/owned", b"x")]),
+            ],
             "up/etc/owned",
         ),
     ];
@@ -303,8 +327,14 @@ fn hostile_layers_are_refused_naming_image_and_path() {
         assert!(matches!(e, RegistryError::Flatten(_)), "{msg}");
         assert!(msg.contains(&remote), "{msg}");
         assert!(msg.contains(&format!("`{path}`")), "{msg}");
-        assert!(files_under(&cache.path().join("images/sha256")).is_empty(), "{path}: output left");
-        assert!(files_under(&cache.path().join("tmp")).is_empty(), "{path}: temp left");
+        assert!(
+            files_under(&cache.path().join("images/sha256")).is_empty(),
+            "{path}: output left"
+        );
+        assert!(
+            files_under(&cache.path().join("tmp")).is_empty(),
+            "{path}: temp left"
+        );
     }
 }
 
@@ -313,7 +343,10 @@ fn a_blob_corrupted_in_the_registry_fails_naming_its_digest() {
     let reg = Registry::with_auth();
     let config = reg.login_config();
     let layout = Layout::write(
-        &[Image::new("linux/amd64", vec![layer_tar(&[file("f", &[7u8; 5000])])])],
+        &[Image::new(
+            "linux/amd64",
+            vec![layer_tar(&[file("f", &[7u8; 5000])])],
+        )],
         "c",
     );
     let remote = layout.push("c", &reg, &unique("corrupt"));
@@ -335,8 +368,14 @@ fn a_blob_corrupted_in_the_registry_fails_naming_its_digest() {
     let msg = resolve(&src, &remote).unwrap_err().to_string();
     assert!(msg.contains(&digest), "{msg}");
     assert!(msg.contains(&remote), "{msg}");
-    assert!(!cache.path().join("blobs/sha256").join(hex).exists(), "corrupt blob kept");
-    assert!(files_under(&cache.path().join("tmp")).is_empty(), "temp left");
+    assert!(
+        !cache.path().join("blobs/sha256").join(hex).exists(),
+        "corrupt blob kept"
+    );
+    assert!(
+        files_under(&cache.path().join("tmp")).is_empty(),
+        "temp left"
+    );
     assert!(files_under(&cache.path().join("images/sha256")).is_empty());
 
     // Longer than the manifest says: refused the same way.

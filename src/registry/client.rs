@@ -38,7 +38,9 @@ pub fn plain_http(host: &str, insecure: &[String]) -> bool {
         None => host.rsplit_once(':').map_or(host, |(n, _)| n),
     };
     let loopback = name == "localhost"
-        || name.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
     loopback
         || insecure.iter().any(|i| {
             let i = i.trim().trim_end_matches('/');
@@ -292,10 +294,21 @@ mod tests {
     #[test]
     fn plain_http_hosts() {
         let none: Vec<String> = Vec::new();
-        for h in ["127.0.0.1:5000", "localhost:1", "localhost", "[::1]:5000", "127.1.2.3"] {
+        for h in [
+            "127.0.0.1:5000",
+            "localhost:1",
+            "localhost",
+            "[::1]:5000",
+            "127.1.2.3",
+        ] {
             assert!(plain_http(h, &none), "{h}");
         }
-        for h in ["docker.io", "index.docker.io", "r.example:5000", "10.0.0.1:5000"] {
+        for h in [
+            "docker.io",
+            "index.docker.io",
+            "r.example:5000",
+            "10.0.0.1:5000",
+        ] {
             assert!(!plain_http(h, &none), "{h}");
         }
         let insecure = vec!["r.example:5000".to_string(), "10.0.0.1".to_string()];

@@ -390,7 +390,6 @@ fn decompress<'a, R: Read + 'a>(raw: R, limit: u64) -> io::Result<Box<dyn Read +
     }))
 }
 
-
 /// Flattens `layers` (oldest first) into `sink`. Nothing is written when an entry is
 /// refused or a layer does not match its digest: both are found in the first pass.
 pub fn flatten(
@@ -443,10 +442,7 @@ pub fn flatten(
                 .map_err(|e| layer_err(l, format!("reading: {e}")))?;
             let mut ordinal: u32 = 0;
             archive::for_each_entry::<_, Fail, _>(&mut r, |e, _data| {
-                let id = Id {
-                    layer: li,
-                    ordinal,
-                };
+                let id = Id { layer: li, ordinal };
                 ordinal = ordinal
                     .checked_add(1)
                     .ok_or_else(|| Fail::Other("too many entries".into()))?;
@@ -517,10 +513,7 @@ pub fn flatten(
             .map_err(|e| layer_err(l, format!("reading: {e}")))?;
         let mut ordinal: u32 = 0;
         archive::for_each_entry::<_, Fail, _>(&mut r, |mut e, data| {
-            let id = Id {
-                layer: li,
-                ordinal,
-            };
+            let id = Id { layer: li, ordinal };
             ordinal = ordinal.saturating_add(1);
             if let Some((_, p)) = materialize.get(&id) {
                 e.path = p.clone();
@@ -685,10 +678,18 @@ mod tests {
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         for (e, _) in out {
             if let Some(i) = e.path.iter().rposition(|b| *b == b'/') {
-                assert!(seen.contains(&e.path[..i]), "{} before its parent", e.display_path());
+                assert!(
+                    seen.contains(&e.path[..i]),
+                    "{} before its parent",
+                    e.display_path()
+                );
             }
             if let Kind::Link(t) = &e.kind {
-                assert!(seen.contains(t), "link {} before its target", e.display_path());
+                assert!(
+                    seen.contains(t),
+                    "link {} before its target",
+                    e.display_path()
+                );
             }
             seen.insert(e.path.clone());
         }
@@ -720,7 +721,12 @@ mod tests {
         let out = flat(&[
             &[M::File("x", b"old"), M::File("y", b"old")],
             // `x` before its whiteout, `y` after it: both stay, with this layer's content.
-            &[M::File("x", b"new"), M::File(".wh.x", b""), M::File(".wh.y", b""), M::File("y", b"new")],
+            &[
+                M::File("x", b"new"),
+                M::File(".wh.x", b""),
+                M::File(".wh.y", b""),
+                M::File("y", b"new"),
+            ],
         ]);
         assert_eq!(show(&out), ["x=file:new", "y=file:new"]);
     }
@@ -728,17 +734,35 @@ mod tests {
     #[test]
     fn opaque_directories_hide_lower_children_but_keep_their_own() {
         let out = flat(&[
-            &[M::Dir("d/"), M::File("d/x", b"x"), M::Dir("d/sub/"), M::File("d/sub/y", b"y"), M::File("e", b"e")],
-            &[M::File("d/new", b"n"), M::Dir("d/"), M::File("d/.wh..wh..opq", b""), M::File("d/late", b"l")],
+            &[
+                M::Dir("d/"),
+                M::File("d/x", b"x"),
+                M::Dir("d/sub/"),
+                M::File("d/sub/y", b"y"),
+                M::File("e", b"e"),
+            ],
+            &[
+                M::File("d/new", b"n"),
+                M::Dir("d/"),
+                M::File("d/.wh..wh..opq", b""),
+                M::File("d/late", b"l"),
+            ],
         ]);
-        assert_eq!(show(&out), ["d=dir", "e=file:e", "d/new=file:n", "d/late=file:l"]);
+        assert_eq!(
+            show(&out),
+            ["d=dir", "e=file:e", "d/new=file:n", "d/late=file:l"]
+        );
     }
 
     #[test]
     fn a_non_directory_replacing_a_directory_removes_its_subtree() {
         let out = flat(&[
             &[M::Dir("d/"), M::File("d/x", b"x"), M::File("f", b"f")],
-            &[M::Sym("d", "/elsewhere"), M::Dir("f/"), M::File("f/y", b"y")],
+            &[
+                M::Sym("d", "/elsewhere"),
+                M::Dir("f/"),
+                M::File("f/y", b"y"),
+            ],
         ]);
         assert_eq!(show(&out), ["f=dir", "d=sym:/elsewhere", "f/y=file:y"]);
     }
@@ -773,19 +797,38 @@ mod tests {
             &[M::File("f", b"c"), M::Hard("h", "f")],
             &[M::Hard("h2", "./f"), M::Hard("h3", "h")],
         ]);
-        assert_eq!(show(&out), ["f=file:c", "h=link:f", "h2=link:f", "h3=link:f"]);
+        assert_eq!(
+            show(&out),
+            ["f=file:c", "h=link:f", "h2=link:f", "h3=link:f"]
+        );
     }
 
     #[test]
     fn hard_links_whose_target_was_whited_out_get_its_content() {
         let out = flat(&[
-            &[M::File("f", b"c"), M::Hard("h1", "f"), M::Hard("h2", "f"), M::File("g", b"g")],
-            &[M::File(".wh.f", b""), M::File("g", b"new"), M::Hard("h3", "h2")],
+            &[
+                M::File("f", b"c"),
+                M::Hard("h1", "f"),
+                M::Hard("h2", "f"),
+                M::File("g", b"g"),
+            ],
+            &[
+                M::File(".wh.f", b""),
+                M::File("g", b"new"),
+                M::Hard("h3", "h2"),
+            ],
         ]);
         // The first link becomes the file, the others link to it.
-        assert_eq!(show(&out), ["h1=file:c", "h2=link:h1", "g=file:new", "h3=link:h1"]);
+        assert_eq!(
+            show(&out),
+            ["h1=file:c", "h2=link:h1", "g=file:new", "h3=link:h1"]
+        );
         // A target replaced in the same layer as the link.
-        let out = flat(&[&[M::File("f", b"old"), M::Hard("h", "f"), M::File("f", b"new")]]);
+        let out = flat(&[&[
+            M::File("f", b"old"),
+            M::Hard("h", "f"),
+            M::File("f", b"new"),
+        ]]);
         assert_eq!(show(&out), ["h=file:old", "f=file:new"]);
         // A link replacing its own target.
         let out = flat(&[&[M::File("f", b"c")], &[M::Hard("f", "f")]]);
@@ -800,7 +843,14 @@ mod tests {
         ]);
         assert_eq!(
             show(&out),
-            ["a=dir", "a/b=dir", "x=dir", "x/y=dir", "x/y/z=file:z", "a/b/c=file:c"]
+            [
+                "a=dir",
+                "a/b=dir",
+                "x=dir",
+                "x/y=dir",
+                "x/y/z=file:z",
+                "a/b/c=file:c"
+            ]
         );
         assert_parents_first(&out);
         let implicit = out.iter().find(|(e, _)| e.path == b"a/b").unwrap();
@@ -831,7 +881,11 @@ mod tests {
 
     #[test]
     fn hostile_entries_are_refused_before_anything_is_written() {
-        refused(&[&[M::File("ok", b""), M::File("../escape", b"x")]], "../escape", "`..`");
+        refused(
+            &[&[M::File("ok", b""), M::File("../escape", b"x")]],
+            "../escape",
+            "`..`",
+        );
         refused(&[&[M::File("a/../../x", b"x")]], "a/../../x", "`..`");
         refused(&[&[M::File("/abs", b"x")]], "/abs", "absolute");
         refused(
@@ -839,14 +893,34 @@ mod tests {
             "up/etc/owned",
             "symlink",
         );
-        refused(&[&[M::Sym("up", "/"), M::Dir("up/etc/")]], "up/etc/", "symlink");
-        refused(&[&[M::File("f", b""), M::File("f/x", b"")]], "f/x", "not a directory");
+        refused(
+            &[&[M::Sym("up", "/"), M::Dir("up/etc/")]],
+            "up/etc/",
+            "symlink",
+        );
+        refused(
+            &[&[M::File("f", b""), M::File("f/x", b"")]],
+            "f/x",
+            "not a directory",
+        );
         refused(&[&[M::Hard("h", "../etc/passwd")]], "h", "`..`");
-        refused(&[&[M::Hard("h", "etc/passwd")]], "h", "not an earlier entry");
+        refused(
+            &[&[M::Hard("h", "etc/passwd")]],
+            "h",
+            "not an earlier entry",
+        );
         refused(&[&[M::Hard("h", "up/x")], &[]], "h", "not an earlier entry");
         refused(&[&[M::Dir("d/"), M::Hard("h", "d")]], "h", "directory");
-        refused(&[&[M::File("a", b""), M::File(".wh...", b"")]], ".wh...", "whiteout");
-        refused(&[&[M::Sym("up", "/"), M::File("up/.wh.etc", b"")]], "up/.wh.etc", "symlink");
+        refused(
+            &[&[M::File("a", b""), M::File(".wh...", b"")]],
+            ".wh...",
+            "whiteout",
+        );
+        refused(
+            &[&[M::Sym("up", "/"), M::File("up/.wh.etc", b"")]],
+            "up/.wh.etc",
+            "symlink",
+        );
     }
 
     #[test]
@@ -871,7 +945,10 @@ mod tests {
         h.set_size(big.len() as u64);
         h.set_cksum();
         t.append(&h, &big[..]).unwrap();
-        let ls = vec![layer(d.path(), &compress(&t.into_inner().unwrap(), Z::Gzip))];
+        let ls = vec![layer(
+            d.path(),
+            &compress(&t.into_inner().unwrap(), Z::Gzip),
+        )];
         let mut o = FlattenOptions::new("img");
         o.max_layer_bytes = 64 * 1024;
         let e = flatten(&ls, &mut Counting(0), &o).unwrap_err();
@@ -901,8 +978,8 @@ mod tests {
     use proptest::prelude::*;
 
     const PATHS: [&str; 14] = [
-        "a", "b", "a/a", "a/b", "b/a", "b/b", "a/a/a", "a/a/b", "a/b/a", "a/b/b", "b/a/a",
-        "b/a/b", "b/b/a", "b/b/b",
+        "a", "b", "a/a", "a/b", "b/a", "b/b", "a/a/a", "a/a/b", "a/b/a", "a/b/b", "b/a/a", "b/a/b",
+        "b/b/a", "b/b/b",
     ];
 
     #[derive(Debug, Clone)]
@@ -953,7 +1030,10 @@ mod tests {
             Ok(())
         }
         fn below(st: &BTreeMap<String, (MK, usize)>, p: &str) -> Vec<String> {
-            st.keys().filter(|k| k.starts_with(&format!("{p}/"))).cloned().collect()
+            st.keys()
+                .filter(|k| k.starts_with(&format!("{p}/")))
+                .cloned()
+                .collect()
         }
         fn clear_below(st: &mut BTreeMap<String, (MK, usize)>, p: &str, l: usize) {
             let keys = below(st, p);
@@ -962,7 +1042,9 @@ mod tests {
                 .filter(|k| st[*k].1 < l)
                 .filter(|k| {
                     st[*k].0 != MK::Dir
-                        || !keys.iter().any(|o| o.starts_with(&format!("{k}/")) && st[o].1 >= l)
+                        || !keys
+                            .iter()
+                            .any(|o| o.starts_with(&format!("{k}/")) && st[o].1 >= l)
                 })
                 .cloned()
                 .collect();
@@ -1063,7 +1145,9 @@ mod tests {
                         Op::File(p, c) => add(PATHS[*p].into(), tar::EntryType::Regular, "", &[*c]),
                         Op::Dir(p) => add(PATHS[*p].into(), tar::EntryType::Directory, "", b""),
                         Op::Sym(p) => add(PATHS[*p].into(), tar::EntryType::Symlink, "t", b""),
-                        Op::Hard(p, t) => add(PATHS[*p].into(), tar::EntryType::Link, PATHS[*t], b""),
+                        Op::Hard(p, t) => {
+                            add(PATHS[*p].into(), tar::EntryType::Link, PATHS[*t], b"")
+                        }
                         _ => {}
                     }
                 }
@@ -1091,7 +1175,8 @@ mod tests {
                 for o in &ops {
                     match o {
                         Op::Whiteout(p) | Op::Opaque(p)
-                            if !written.contains(p) && whited.insert((matches!(o, Op::Opaque(_)), *p)) =>
+                            if !written.contains(p)
+                                && whited.insert((matches!(o, Op::Opaque(_)), *p)) =>
                         {
                             out.push(o.clone())
                         }

@@ -18,13 +18,13 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::MAX_LAYER_BLOB_BYTES;
 use super::RegistryError;
 use super::manifest::{
     self, Descriptor, Document, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, OCI_CONFIG, OCI_LAYER_TAR,
     OCI_MANIFEST, Parsed,
 };
 use super::store::{RefRecord, Store, StoreError, digest_hex};
-use super::MAX_LAYER_BLOB_BYTES;
 use crate::archive::{self, Kind, ReadError};
 use crate::rewrite::normalize;
 use crate::spec::reference::Reference;
@@ -66,7 +66,13 @@ impl From<ReadError> for Fail {
 }
 
 impl Loaded {
-    fn file(&mut self, store: &Store, name: &str, size: u64, r: &mut dyn Read) -> Result<(), String> {
+    fn file(
+        &mut self,
+        store: &Store,
+        name: &str,
+        size: u64,
+        r: &mut dyn Read,
+    ) -> Result<(), String> {
         if DOCS.contains(&name) {
             let mut v = Vec::new();
             r.take(MAX_MANIFEST_BYTES + 1)
@@ -138,7 +144,10 @@ pub fn import(store: &Store, path: &Path) -> Result<ImportReport, RegistryError>
     } else {
         let f = File::open(path).map_err(|e| fail(e.to_string()))?;
         let mut b = BufReader::with_capacity(256 * 1024, f);
-        let gz = b.fill_buf().map_err(|e| fail(e.to_string()))?.starts_with(&[0x1f, 0x8b]);
+        let gz = b
+            .fill_buf()
+            .map_err(|e| fail(e.to_string()))?
+            .starts_with(&[0x1f, 0x8b]);
         let r: Box<dyn Read> = if gz {
             Box::new(flate2::bufread::MultiGzDecoder::new(b))
         } else {
@@ -148,7 +157,9 @@ pub fn import(store: &Store, path: &Path) -> Result<ImportReport, RegistryError>
             let name = normalize(&e.path)
                 .ok()
                 .and_then(|n| String::from_utf8(n).ok())
-                .ok_or_else(|| Fail::Msg(format!("member `{}`: not a usable name", e.display_path())))?;
+                .ok_or_else(|| {
+                    Fail::Msg(format!("member `{}`: not a usable name", e.display_path()))
+                })?;
             match &e.kind {
                 Kind::File => loaded.file(store, &name, e.size, data).map_err(Fail::Msg),
                 Kind::Symlink(t) | Kind::Link(t) => {
@@ -197,7 +208,13 @@ pub fn import(store: &Store, path: &Path) -> Result<ImportReport, RegistryError>
 }
 
 /// Reads a directory tree (regular files; symlinks are not followed).
-fn walk(store: &Store, dir: &Path, prefix: &str, loaded: &mut Loaded, depth: usize) -> Result<(), String> {
+fn walk(
+    store: &Store,
+    dir: &Path,
+    prefix: &str,
+    loaded: &mut Loaded,
+    depth: usize,
+) -> Result<(), String> {
     if depth > 8 {
         return Ok(());
     }
@@ -215,7 +232,9 @@ fn walk(store: &Store, dir: &Path, prefix: &str, loaded: &mut Loaded, depth: usi
         } else {
             format!("{prefix}/{name}")
         };
-        let ty = e.file_type().map_err(|err| format!("{}: {err}", e.path().display()))?;
+        let ty = e
+            .file_type()
+            .map_err(|err| format!("{}: {err}", e.path().display()))?;
         if ty.is_dir() {
             walk(store, &e.path(), &rel, loaded, depth + 1)?;
         } else if ty.is_file() {
@@ -319,7 +338,12 @@ fn docker_save(store: &Store, l: &Loaded, _source: &str) -> Result<ImportReport,
         };
         let bytes = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
         let (digest, _) = store
-            .put(None, Some(bytes.len() as u64), MAX_MANIFEST_BYTES, &mut &bytes[..])
+            .put(
+                None,
+                Some(bytes.len() as u64),
+                MAX_MANIFEST_BYTES,
+                &mut &bytes[..],
+            )
             .map_err(|e: StoreError| e.to_string())?;
         let tags = e.repo_tags.unwrap_or_default();
         if tags.is_empty() {
@@ -348,7 +372,10 @@ fn complete(store: &Store, d: &Descriptor, depth: usize) -> Result<(), String> {
         Parsed::Manifest { config, layers } => {
             for b in std::iter::once(&config).chain(&layers) {
                 if !store.has_blob(&b.digest, Some(b.size)) {
-                    return Err(format!("manifest {} needs blob {}, which the layout lacks", d.digest, b.digest));
+                    return Err(format!(
+                        "manifest {} needs blob {}, which the layout lacks",
+                        d.digest, b.digest
+                    ));
                 }
             }
             Ok(())
@@ -373,11 +400,14 @@ fn oci_layout(store: &Store, l: &Loaded, _source: &str) -> Result<ImportReport, 
     for d in &index.manifests {
         digest_hex(&d.digest).map_err(|e| e.to_string())?;
         complete(store, d, 0)?;
-        let names: Vec<String> = ["io.containerd.image.name", "org.opencontainers.image.ref.name"]
-            .iter()
-            .filter_map(|k| d.annotations.get(*k))
-            .filter_map(|n| full_reference(n))
-            .collect();
+        let names: Vec<String> = [
+            "io.containerd.image.name",
+            "org.opencontainers.image.ref.name",
+        ]
+        .iter()
+        .filter_map(|k| d.annotations.get(*k))
+        .filter_map(|n| full_reference(n))
+        .collect();
         if names.is_empty() {
             report.unnamed.push(d.digest.clone());
         }
@@ -394,15 +424,24 @@ mod tests {
 
     #[test]
     fn link_targets_resolve_inside_the_archive() {
-        assert_eq!(resolve_link("a/layer.tar", b"../b/layer.tar", true).as_deref(), Some("b/layer.tar"));
-        assert_eq!(resolve_link("a/layer.tar", b"b/layer.tar", false).as_deref(), Some("b/layer.tar"));
+        assert_eq!(
+            resolve_link("a/layer.tar", b"../b/layer.tar", true).as_deref(),
+            Some("b/layer.tar")
+        );
+        assert_eq!(
+            resolve_link("a/layer.tar", b"b/layer.tar", false).as_deref(),
+            Some("b/layer.tar")
+        );
         assert_eq!(resolve_link("a/x", b"../../../etc/passwd", true), None);
     }
 
     #[test]
     fn names() {
         assert_eq!(full_reference("latest"), None);
-        assert_eq!(full_reference("alpine:3").as_deref(), Some("docker.io/library/alpine:3"));
+        assert_eq!(
+            full_reference("alpine:3").as_deref(),
+            Some("docker.io/library/alpine:3")
+        );
         assert_eq!(
             full_reference("127.0.0.1:5000/x/y:1").as_deref(),
             Some("127.0.0.1:5000/x/y:1")

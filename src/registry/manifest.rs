@@ -88,7 +88,11 @@ pub struct Descriptor {
 pub struct Document {
     #[serde(rename = "schemaVersion", default)]
     pub schema_version: u32,
-    #[serde(rename = "mediaType", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "mediaType",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub media_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<Descriptor>,
@@ -101,7 +105,10 @@ pub struct Document {
 /// What a document is.
 pub enum Parsed {
     Index(Vec<Descriptor>),
-    Manifest { config: Descriptor, layers: Vec<Descriptor> },
+    Manifest {
+        config: Descriptor,
+        layers: Vec<Descriptor>,
+    },
 }
 
 /// Reads a manifest or index (`content_type`: the HTTP header, if any).
@@ -115,7 +122,12 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, String>
         ));
     }
     let ty = if d.media_type.is_empty() {
-        content_type.unwrap_or_default().split(';').next().unwrap_or_default().trim()
+        content_type
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
     } else {
         d.media_type.as_str()
     };
@@ -136,7 +148,10 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, String>
             || m.starts_with("application/vnd.oci.image.layer.")
             || m.starts_with("application/vnd.docker.image.rootfs.");
         if !ok {
-            return Err(format!("layer {} has media type `{m}`, not a file-system layer", l.digest));
+            return Err(format!(
+                "layer {} has media type `{m}`, not a file-system layer",
+                l.digest
+            ));
         }
     }
     Ok(Parsed::Manifest {
@@ -177,10 +192,14 @@ pub fn pick<'a>(entries: &'a [Descriptor], want: &Platform) -> Option<&'a Descri
     };
     let variant_ok = |d: &Descriptor, v: &str| {
         let have = d.platform.as_ref().map_or("", |p| p.variant.as_str());
-        have.eq_ignore_ascii_case(v) || (have.is_empty() && want.architecture == "arm64" && v == "v8")
+        have.eq_ignore_ascii_case(v)
+            || (have.is_empty() && want.architecture == "arm64" && v == "v8")
     };
     if !want.variant.is_empty() {
-        return entries.iter().filter(matching).find(|d| variant_ok(d, &want.variant));
+        return entries
+            .iter()
+            .filter(matching)
+            .find(|d| variant_ok(d, &want.variant));
     }
     let default_variant = match want.architecture.as_str() {
         "arm64" => "v8",
@@ -224,8 +243,8 @@ struct RunConfig {
 
 /// An [`ImageInfo`] from a config blob (`id`: its digest), as the engine's inspect fills it.
 pub fn image_info(reference: &str, id: &str, config: &[u8]) -> Result<ImageInfo, String> {
-    let c: ConfigFile =
-        serde_json::from_slice(config).map_err(|e| format!("config {id} is not an image config: {e}"))?;
+    let c: ConfigFile = serde_json::from_slice(config)
+        .map_err(|e| format!("config {id} is not an image config: {e}"))?;
     let r = c.config.unwrap_or_default();
     Ok(ImageInfo {
         reference: reference.to_string(),
@@ -258,8 +277,10 @@ mod tests {
     #[test]
     fn platform_choice() {
         let mut att = entry("unknown/unknown", "att");
-        att.annotations
-            .insert("vnd.docker.reference.type".into(), "attestation-manifest".into());
+        att.annotations.insert(
+            "vnd.docker.reference.type".into(),
+            "attestation-manifest".into(),
+        );
         let idx = vec![
             att,
             entry("linux/amd64", "amd"),
@@ -280,7 +301,13 @@ mod tests {
         assert_eq!(p("unknown/unknown"), None);
         assert_eq!(
             platforms(&idx),
-            ["linux/amd64", "linux/arm/v6", "linux/arm/v7", "linux/arm64", "linux/aarch64/v9"]
+            [
+                "linux/amd64",
+                "linux/arm/v6",
+                "linux/arm/v7",
+                "linux/arm64",
+                "linux/aarch64/v9"
+            ]
         );
     }
 
@@ -309,7 +336,10 @@ mod tests {
     fn configs() {
         let c = br#"{"architecture":"arm64","variant":"v8","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"],"Entrypoint":null,"WorkingDir":"/w","Labels":{"a":"b"}}}"#;
         let i = image_info("r", "sha256:x", c).unwrap();
-        assert_eq!((i.os.as_str(), i.architecture.as_str(), i.variant.as_str()), ("linux", "arm64", "v8"));
+        assert_eq!(
+            (i.os.as_str(), i.architecture.as_str(), i.variant.as_str()),
+            ("linux", "arm64", "v8")
+        );
         assert_eq!(i.env, Some(vec!["PATH=/bin".to_string()]));
         assert_eq!(i.cmd, ["/bin/sh"]);
         assert!(i.entrypoint.is_empty());

@@ -99,9 +99,9 @@ impl RegistrySource {
         credentials: Credentials,
     ) -> Result<RegistrySource, RegistryError> {
         let explicit = match &opts.platform {
-            Some(p) => Some(
-                normalize_platform(p).map_err(|_| RegistryError::BadPlatform(p.clone()))?,
-            ),
+            Some(p) => {
+                Some(normalize_platform(p).map_err(|_| RegistryError::BadPlatform(p.clone()))?)
+            }
             None => None,
         };
         let platform = explicit
@@ -321,7 +321,12 @@ impl RegistrySource {
         }
         let mut r = bytes;
         self.store
-            .put(Some(digest), Some(bytes.len() as u64), MAX_MANIFEST_BYTES, &mut r)
+            .put(
+                Some(digest),
+                Some(bytes.len() as u64),
+                MAX_MANIFEST_BYTES,
+                &mut r,
+            )
             .map(|_| ())
     }
 

@@ -215,9 +215,10 @@ impl Store {
     }
 
     fn ref_path(&self, reference: &str) -> PathBuf {
-        self.root
-            .join("refs")
-            .join(format!("{}.json", hex(&Sha256::digest(reference.as_bytes()))))
+        self.root.join("refs").join(format!(
+            "{}.json",
+            hex(&Sha256::digest(reference.as_bytes()))
+        ))
     }
 
     /// Records `reference` → manifest `digest`.
@@ -303,13 +304,10 @@ impl BlobWriter {
                 actual,
             });
         }
-        let tmp = self
-            .file
-            .into_inner()
-            .map_err(|e| StoreError::Io {
-                path: "cache tmp".into(),
-                source: e.into_error(),
-            })?;
+        let tmp = self.file.into_inner().map_err(|e| StoreError::Io {
+            path: "cache tmp".into(),
+            source: e.into_error(),
+        })?;
         let dest = self.store.blob_path(&actual)?;
         self.store.install(tmp, &dest)?;
         Ok((actual, dest))
@@ -337,7 +335,9 @@ mod tests {
         let s = Store::new(d.path());
         let data = b"hello";
         let digest = sha256_digest(data);
-        let (got, path) = s.put(Some(&digest), Some(5), 1 << 20, &mut &data[..]).unwrap();
+        let (got, path) = s
+            .put(Some(&digest), Some(5), 1 << 20, &mut &data[..])
+            .unwrap();
         assert_eq!(got, digest);
         assert_eq!(fs::read(&path).unwrap(), data);
         assert!(s.has_blob(&digest, Some(5)));
@@ -375,9 +375,14 @@ mod tests {
             Err(StoreError::BadDigest(_))
         ));
         // A blob damaged in place is caught when read.
-        let (_, p) = s.put(Some(&digest), Some(5), 100, &mut &b"hello"[..]).unwrap();
+        let (_, p) = s
+            .put(Some(&digest), Some(5), 100, &mut &b"hello"[..])
+            .unwrap();
         fs::write(&p, b"jello").unwrap();
-        assert!(matches!(s.read_small(&digest, 100), Err(StoreError::Digest { .. })));
+        assert!(matches!(
+            s.read_small(&digest, 100),
+            Err(StoreError::Digest { .. })
+        ));
     }
 
     #[test]
