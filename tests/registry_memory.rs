@@ -122,7 +122,7 @@ fn flattening_a_1_gib_image_stays_under_32_mib() {
     }
     let d = tempfile::tempdir().unwrap();
     let t = Instant::now();
-    let layers = vec![
+    let layers = [
         write_layer(&d.path().join("l0"), "a", 4, 10_000, &[]),
         write_layer(
             &d.path().join("l1"),

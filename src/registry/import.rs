@@ -110,10 +110,11 @@ impl Loaded {
 /// Joins a link target to the directory of `name` (tar symlinks are relative).
 fn resolve_link(name: &str, target: &[u8], symlink: bool) -> Option<String> {
     let mut full = Vec::new();
-    if symlink && !target.starts_with(b"/") {
-        if let Some(i) = name.rfind('/') {
-            full.extend_from_slice(&name.as_bytes()[..=i]);
-        }
+    if symlink
+        && !target.starts_with(b"/")
+        && let Some(i) = name.rfind('/')
+    {
+        full.extend_from_slice(&name.as_bytes()[..=i]);
     }
     full.extend_from_slice(target);
     // Resolve `..` within the archive.
@@ -184,9 +185,9 @@ pub fn import(store: &Store, path: &Path) -> Result<ImportReport, RegistryError>
     }
     let source = format!("cache import {shown}");
     let mut report = if loaded.docs.contains_key("manifest.json") {
-        docker_save(store, &loaded, &source).map_err(fail)?
+        docker_save(store, &loaded).map_err(fail)?
     } else if loaded.docs.contains_key("index.json") {
-        oci_layout(store, &loaded, &source).map_err(fail)?
+        oci_layout(store, &loaded).map_err(fail)?
     } else {
         return Err(fail(
             "neither a `docker save` archive (no manifest.json) nor an OCI image layout (no index.json)".into(),
@@ -282,7 +283,7 @@ fn full_reference(name: &str) -> Option<String> {
     Reference::parse(name).ok().map(|r| r.to_string())
 }
 
-fn docker_save(store: &Store, l: &Loaded, _source: &str) -> Result<ImportReport, String> {
+fn docker_save(store: &Store, l: &Loaded) -> Result<ImportReport, String> {
     let entries: Vec<SaveEntry> = serde_json::from_slice(&l.docs["manifest.json"])
         .map_err(|e| format!("manifest.json: {e}"))?;
     let mut report = ImportReport::default();
@@ -393,7 +394,7 @@ fn complete(store: &Store, d: &Descriptor, depth: usize) -> Result<(), String> {
     }
 }
 
-fn oci_layout(store: &Store, l: &Loaded, _source: &str) -> Result<ImportReport, String> {
+fn oci_layout(store: &Store, l: &Loaded) -> Result<ImportReport, String> {
     let index: Document =
         serde_json::from_slice(&l.docs["index.json"]).map_err(|e| format!("index.json: {e}"))?;
     let mut report = ImportReport::default();
