@@ -977,10 +977,8 @@ mod tests {
 
     use proptest::prelude::*;
 
-    const PATHS: [&str; 14] = [
-        "a", "b", "a/a", "a/b", "b/a", "b/b", "a/a/a", "a/a/b", "a/b/a", "a/b/b", "b/a/a", "b/a/b",
-        "b/b/a", "b/b/b",
-    ];
+    /// Few paths, so that layers often touch the same ones.
+    const PATHS: [&str; 7] = ["a", "b", "a/a", "a/b", "b/a", "a/a/a", "a/a/b"];
 
     #[derive(Debug, Clone)]
     enum Op {
@@ -1189,7 +1187,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(400))]
+        #![proptest_config(ProptestConfig::with_cases(1000))]
         #[test]
         fn flatten_agrees_with_the_model(
             layers in prop::collection::vec(prop::collection::vec(op(), 0..7), 1..5)
