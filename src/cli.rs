@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::anyhow;
+use anyhow::{Context as _, anyhow};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
@@ -17,6 +17,8 @@ use imagesmith::cache::{self, Cache, CacheOptions};
 use imagesmith::output::{self, Codec, Format};
 use imagesmith::pkg::{self, PkgOptions};
 use imagesmith::progress::{self, Progress};
+use imagesmith::registry::store::Store;
+use imagesmith::registry::{self, RegistryOptions, RegistrySource};
 use imagesmith::source::{ImageSource, ResolveOptions, normalize_platform};
 use imagesmith::spec::{self, Input};
 use imagesmith::{engine, signals};
@@ -93,6 +95,12 @@ enum CacheCommand {
         #[arg(required = true, value_name = "REF|ID")]
         images: Vec<String>,
     },
+    /// Load a `docker save` archive, an OCI archive or an OCI image layout directory into
+    /// the cache, for `build --source registry` without network access.
+    Import {
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+    },
     /// Remove least recently used entries until the cache takes at most the default limit
     /// (10 GiB), or SIZE, or nothing with --all.
     Prune {
@@ -155,6 +163,14 @@ struct BuildArgs {
     /// Neither read nor fill the image cache.
     #[arg(long, conflicts_with = "cache_dir")]
     no_cache: bool,
+    /// Where images come from: the Docker engine, or registries (and `cache import`ed
+    /// archives) with no engine at all.
+    #[arg(long, value_parser = ["engine", "registry"], default_value = "engine")]
+    source: String,
+    /// With --source registry: a registry spoken to over plain HTTP (loopback registries
+    /// always may be). Repeat for several.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    insecure_registry: Vec<String>,
     /// Print the merged YAML with normalised image references and exit.
     #[arg(long, conflicts_with_all = ["output", "format", "name", "dir", "pull", "platform"])]
     dry_run: bool,
@@ -351,8 +367,31 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn build(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
     let opts = build_options(args)?;
     let progress = Progress::auto(quiet);
+    // The registry source keeps its blobs in the cache directory; with --no-cache, in a
+    // temporary one that goes with the build.
+    let scratch;
+    let registry_dir = match (&opts.cache, args.source.as_str()) {
+        (_, "engine") => None,
+        (Some(c), _) => Some(c.dir.clone()),
+        (None, _) => {
+            scratch = tempfile::Builder::new()
+                .prefix("imagesmith-registry.")
+                .tempdir()
+                .context("creating a temporary blob directory")?;
+            Some(scratch.path().to_path_buf())
+        }
+    };
+    let insecure = args.insecure_registry.clone();
+    let platform = opts.resolve.platform.clone();
     let connect = move |rt: &tokio::runtime::Runtime| -> anyhow::Result<Arc<dyn ImageSource>> {
-        Ok(engine::docker_source(rt, progress.clone())?)
+        match &registry_dir {
+            None => Ok(engine::docker_source(rt, progress.clone())?),
+            Some(dir) => Ok(Arc::new(RegistrySource::new(RegistryOptions {
+                cache_dir: dir.clone(),
+                insecure: insecure.clone(),
+                platform: platform.clone(),
+            })?)),
+        }
     };
     let report = build::run(&opts, &connect)?;
     if !quiet {
@@ -488,6 +527,27 @@ fn cache_command(args: &CacheArgs) -> anyhow::Result<()> {
             if !failed.is_empty() {
                 return Err(anyhow!("{}", failed.join("; ")));
             }
+        }
+        CacheCommand::Import { path } => {
+            let report = registry::import(&Store::new(&dir), path)?;
+            for (reference, digest) in &report.references {
+                writeln!(out, "{reference} {digest}")?;
+            }
+            for digest in &report.unnamed {
+                writeln!(out, "(no name) {digest}")?;
+            }
+            log::info!(
+                "imported {}: {} reference{}, {} new blob{}",
+                path.display(),
+                report.references.len(),
+                if report.references.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                report.blobs_written,
+                if report.blobs_written == 1 { "" } else { "s" }
+            );
         }
         CacheCommand::Prune { all, keep_size } => {
             c.remove_stale_temporaries();

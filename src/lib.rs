@@ -14,6 +14,7 @@ pub mod owner;
 pub mod pkg;
 pub mod plan;
 pub mod progress;
+pub mod registry;
 pub mod rewrite;
 pub mod signals;
 pub mod source;

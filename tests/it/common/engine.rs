@@ -96,6 +96,11 @@ impl Registry {
         panic!("could not start docker-registry: {last_err}");
     }
 
+    /// The registry's storage (`docker/registry/v2/blobs/sha256/<xx>/<hex>/data`, …).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// `127.0.0.1:<port>`.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)

@@ -16,11 +16,13 @@
 //!   its peak memory ([`run_measured`]), a tokio runtime for library tests ([`runtime`]);
 //! - reading outputs: tars ([`read_tar`]), gzip, zstd, GNU cpio listings.
 //!
-//! Registries and TLS are in [`engine`], the OCI schema and golden values in [`oci`], the
+//! Registries and TLS are in [`engine`], OCI image layouts written by tests (and pushed
+//! with skopeo) in [`layout`], the OCI schema and golden values in [`oci`], the
 //! packages of `pkg/` and `examples/minimal.yml` in [`pkg`].
 #![allow(dead_code)] // each test file uses a part of it
 
 pub mod engine;
+pub mod layout;
 pub mod oci;
 pub mod pkg;
 
