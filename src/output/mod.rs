@@ -530,14 +530,9 @@ pub fn open(target: &Target, mtime: u64) -> Result<Box<dyn Output>, OutputError>
             Box::new(TarKernelInitrdOutput::new(out()?, mtime, target.initrd))
         }
         Format::KernelInitrd => match &target.destination {
-            Destination::Files { dir, name } => Box::new(
-                KernelInitrdOutput::create(dir, name, target.initrd).map_err(|source| {
-                    OutputError::Io {
-                        path: dir.display().to_string(),
-                        source,
-                    }
-                })?,
-            ),
+            Destination::Files { dir, name } => {
+                Box::new(KernelInitrdOutput::create(dir, name, target.initrd).map_err(io_err)?)
+            }
             _ => return Err(OutputError::OutputWithMultiFile),
         },
     })
