@@ -2,7 +2,8 @@
 # Sets up what imagesmith's tests and examples need on a Debian machine, idempotently:
 # the Debian packages (docker.io, docker-registry, runc, busybox-static, cpio, socat,
 # qemu-system-x86, linux-image-amd64, kmod for depmod, apache2-utils for htpasswd, stunnel4
-# for the TLS engine tests), then a Docker engine when none answers
+# for the TLS engine tests, systemd-boot-efi for pkg/efi, ovmf to boot the disk formats and
+# dosfstools, gdisk, xorriso, qemu-utils to check them), then a Docker engine when none answers
 # (overlay2, falling back to vfs), waiting for its socket.
 # Safe to run again: installed packages and a running engine are left as they are.
 set -euo pipefail
@@ -15,7 +16,7 @@ need_root() {
   fi
 }
 
-PACKAGES=(time docker.io docker-registry runc busybox-static cpio socat qemu-system-x86 linux-image-amd64 kmod python3 openssl apache2-utils stunnel4)
+PACKAGES=(time docker.io docker-registry runc busybox-static cpio socat qemu-system-x86 linux-image-amd64 kmod python3 openssl apache2-utils stunnel4 systemd-boot-efi ovmf dosfstools gdisk xorriso qemu-utils)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

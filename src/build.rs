@@ -65,7 +65,11 @@ pub fn run(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
     )?;
     if matches!(
         target.format,
-        Format::KernelInitrd | Format::TarKernelInitrd
+        Format::KernelInitrd
+            | Format::TarKernelInitrd
+            | Format::RawEfi
+            | Format::Qcow2Efi
+            | Format::IsoEfi
     ) && spec
         .kernel
         .as_ref()
@@ -120,7 +124,16 @@ pub fn run(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
     )?;
     let plan = plan::plan(&spec, &images)?;
 
-    let mut out = output::open(&target, mtime)?;
+    let mut out = if target.format.is_disk() {
+        let loader = efi_loader(&rt, engine.as_ref(), &exports, &args.efi_loader, &opts)?;
+        let disk = output::disk::DiskOptions {
+            size: args.size,
+            loader,
+        };
+        output::disk::open(&target, mtime, &disk)?
+    } else {
+        output::open(&target, mtime)?
+    };
     let cx = Context {
         spec: &spec,
         images: &images,
@@ -131,6 +144,28 @@ pub fn run(args: &BuildArgs, quiet: bool) -> anyhow::Result<()> {
     execute(&plan, &cx, &exports, out.as_mut())?;
     out.finish().context("finishing the output")?;
     Ok(())
+}
+
+/// The EFI loader of the disk formats (`--efi-loader`): resolved (pulled when missing) and
+/// exported through the engine like any image, its EFI/ and loader/ files spooled.
+fn efi_loader(
+    rt: &tokio::runtime::Runtime,
+    engine: &dyn Engine,
+    exports: &Exports,
+    image: &str,
+    opts: &ResolveOptions,
+) -> anyhow::Result<output::disk::Loader> {
+    let what = || {
+        format!(
+            "EFI loader image `{image}` (build it with `imagesmith pkg build pkg/efi`, or name another with --efi-loader)"
+        )
+    };
+    let reference = crate::spec::reference::Reference::parse(image).with_context(what)?;
+    let info = rt
+        .block_on(engine.resolve(&reference, opts))
+        .with_context(what)?;
+    let src = exports.open(&info).with_context(what)?;
+    output::disk::Loader::from_tar(image, src)
 }
 
 /// Resolves every image, `jobs` at once; the first failure in spec order is reported,

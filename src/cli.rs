@@ -90,6 +90,14 @@ pub struct BuildArgs {
     /// Print the merged YAML with normalised image references and exit.
     #[arg(long)]
     pub dry_run: bool,
+    /// Disk size of raw-efi and qcow2-efi (e.g. 300M, 2G; a bare number is MiB). Default:
+    /// what the content needs plus a margin.
+    #[arg(long, value_parser = crate::output::disk::parse_size)]
+    pub size: Option<u64>,
+    /// The image holding the EFI loader of raw-efi, qcow2-efi and iso-efi (its EFI/ and
+    /// loader/ files); `imagesmith pkg build pkg/efi` builds the default.
+    #[arg(long, default_value = crate::output::disk::DEFAULT_LOADER)]
+    pub efi_loader: String,
 }
 
 #[derive(Debug, Args)]

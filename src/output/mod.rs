@@ -16,6 +16,7 @@ use clap::ValueEnum;
 use crate::archive::Sink;
 
 pub mod cpio;
+pub mod disk;
 pub mod gzip;
 pub mod kernel;
 pub mod tar;
@@ -36,6 +37,15 @@ pub enum Format {
     TarKernelInitrd,
     #[value(name = "docker")]
     Docker,
+    /// A GPT disk image booting with UEFI (`output::disk`).
+    #[value(name = "raw-efi")]
+    RawEfi,
+    /// The same disk as a qcow2 image.
+    #[value(name = "qcow2-efi")]
+    Qcow2Efi,
+    /// An ISO 9660 image with an El Torito UEFI entry (and a hybrid GPT).
+    #[value(name = "iso-efi")]
+    IsoEfi,
 }
 
 impl Format {
@@ -44,14 +54,22 @@ impl Format {
         self != Format::KernelInitrd
     }
 
+    /// The disk formats, which need `--efi-loader`'s image (`output::disk`).
+    pub fn is_disk(self) -> bool {
+        matches!(self, Format::RawEfi | Format::Qcow2Efi | Format::IsoEfi)
+    }
+
     /// The default file name of a single-file format.
-    fn file_name(self, name: &str) -> String {
+    pub(crate) fn file_name(self, name: &str) -> String {
         match self {
             Format::Tar => format!("{name}.tar"),
             Format::TarGz => format!("{name}.tar.gz"),
             Format::Docker => format!("{name}.docker.tar"),
             Format::TarKernelInitrd => format!("{name}-initrd.tar"),
             Format::KernelInitrd => format!("{name}-initrd.img"),
+            Format::RawEfi => format!("{name}-efi.img"),
+            Format::Qcow2Efi => format!("{name}-efi.qcow2"),
+            Format::IsoEfi => format!("{name}-efi.iso"),
         }
     }
 }
@@ -80,6 +98,10 @@ pub enum OutputError {
         "`-o` is only for single-file formats; kernel+initrd writes <dir>/<name>-kernel, -initrd.img and -cmdline (use --dir and --name)"
     )]
     OutputWithMultiFile,
+    #[error("{0} writes a disk image, which needs a seekable file: give -o FILE or --dir/--name")]
+    DiskToStdout(&'static str),
+    #[error("internal error: the disk formats are opened by output::disk::open")]
+    NotADisk,
     #[error("{path}")]
     Io {
         path: String,
@@ -180,6 +202,18 @@ impl AtomicFile {
 
     pub fn target(&self) -> &Path {
         &self.target
+    }
+
+    /// The temporary file itself (another handle to it), for formats that write at offsets;
+    /// what was written through `Write` is flushed first.
+    pub fn file(&mut self) -> io::Result<File> {
+        if let Some(w) = &mut self.writer {
+            w.flush()?;
+        }
+        match &self.tmp {
+            Some(t) => t.as_file().try_clone(),
+            None => Err(io::Error::other("output already committed")),
+        }
     }
 
     /// Flushes, syncs, gives the file mode 0644 and renames it to the target.
@@ -290,6 +324,7 @@ pub fn open(target: &Target, mtime: u64) -> Result<Box<dyn Output>, OutputError>
             }
             _ => return Err(OutputError::OutputWithMultiFile),
         },
+        Format::RawEfi | Format::Qcow2Efi | Format::IsoEfi => return Err(OutputError::NotADisk),
     })
 }
 

@@ -17,12 +17,13 @@
 //! - reading outputs: tars ([`read_tar`]), gzip, GNU cpio listings.
 //!
 //! Registries and TLS are in [`engine`], the OCI schema and golden values in [`oci`], the
-//! packages of `pkg/` and `examples/minimal.yml` in [`pkg`].
+//! packages of `pkg/` and `examples/minimal.yml` in [`pkg`], booting under qemu in [`qemu`].
 #![allow(dead_code)] // each test file uses a part of it
 
 pub mod engine;
 pub mod oci;
 pub mod pkg;
+pub mod qemu;
 
 use std::fs;
 use std::io::{Read, Write};
