@@ -106,15 +106,16 @@ impl Content<'_> {
     }
 }
 
-/// The error for content that does not fit a partition of `len` bytes.
-pub(crate) fn too_small(format: &str, len: u64, c: &Content<'_>) -> io::Error {
+/// The error for content that does not fit: `what` says what is too small ("a disk of
+/// 1 MiB").
+pub(crate) fn too_small(format: &str, what: &str, c: &Content<'_>) -> io::Error {
+    let partition = c.default_size() / MIB;
     io::Error::new(
         io::ErrorKind::StorageFull,
         format!(
-            "{format}: the EFI system partition would be {} MiB, and its files (loader, kernel, initrd: {} MiB) need about {} MiB; give a larger --size or none (the default fits the content)",
-            len / MIB,
+            "{format}: {what} is too small: the loader, the kernel and the initrd take {} MiB, the EFI system partition needs about {partition} MiB and a disk {} MiB; give a larger --size, or none (the default fits the content)",
             c.payload().div_ceil(MIB),
-            c.default_size() / MIB,
+            partition + 2,
         ),
     )
 }
@@ -122,7 +123,13 @@ pub(crate) fn too_small(format: &str, len: u64, c: &Content<'_>) -> io::Error {
 /// Formats `len` bytes of `file` from `offset` as the partition and copies the content in.
 /// Content that does not fit is an [`io::ErrorKind::StorageFull`] error naming `format`.
 pub fn write(file: &File, offset: u64, len: u64, c: &Content<'_>, format: &str) -> io::Result<()> {
-    let too_small = || too_small(format, len, c);
+    let too_small = || {
+        too_small(
+            format,
+            &format!("an EFI system partition of {} MiB", len / MIB),
+            c,
+        )
+    };
     if len < c.payload() {
         return Err(too_small());
     }

@@ -41,7 +41,11 @@ pub fn write_disk(file: &File, c: &Content<'_>, size: Option<u64>, format: &str)
     // the last MiB boundary at or before it.
     let end = (sectors.saturating_sub(BACKUP_SECTORS) / first) * first;
     if end <= first {
-        return Err(esp::too_small(format, 0, c));
+        return Err(esp::too_small(
+            format,
+            &format!("a disk of {} MiB", disk.div_ceil(1 << 20)),
+            c,
+        ));
     }
     file.set_len(disk)?;
     esp::write(file, first * SECTOR, (end - first) * SECTOR, c, format)?;

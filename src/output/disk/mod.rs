@@ -365,6 +365,84 @@ mod tests {
         assert!(parse_size("99999999999T").is_err());
     }
 
+    fn stream() -> Vec<(Entry, Vec<u8>)> {
+        const T: u64 = 1_492_533_000;
+        vec![
+            (Entry::dir("boot", 0o755, T), Vec::new()),
+            (
+                Entry::file("boot/cmdline", 0o644, T, 13),
+                b"console=ttyS0".to_vec(),
+            ),
+            (Entry::file("boot/kernel", 0o600, T, 6), b"KERNEL".to_vec()),
+            (Entry::file("init", 0o755, T, 4), b"#!sh".to_vec()),
+        ]
+    }
+
+    fn disk(format: Format, dir: &std::path::Path, size: Option<u64>) -> io::Result<()> {
+        let t = crate::output::target(Some(format), None, Some("sys"), Some(dir), None).unwrap();
+        let options = DiskOptions {
+            size,
+            loader: loader::tests::fake(),
+        };
+        let mut out = open(&t, 1_492_533_000, &options).unwrap();
+        for (e, d) in stream() {
+            crate::archive::append_bytes(out.as_mut(), &e, &d)?;
+        }
+        out.finish()
+    }
+
+    #[test]
+    fn raw_disk_has_a_valid_gpt_and_esp() {
+        let d = tempfile::tempdir().unwrap();
+        disk(Format::RawEfi, d.path(), None).unwrap();
+        let p = d.path().join("sys-efi.img");
+        let mut f = File::open(&p).unwrap();
+        let len = f.metadata().unwrap().len();
+        assert_eq!(len % (1 << 20), 0);
+        let gpt = gptman::GPT::read_from(&mut f, 512).unwrap();
+        let (_, e) = gpt.iter().find(|(_, e)| e.is_used()).unwrap();
+        assert_eq!(e.partition_type_guid, gpt::ESP_TYPE);
+        assert_eq!(e.starting_lba, 2048);
+        // the loader entry carries the command line, in the partition
+        let bytes = std::fs::read(&p).unwrap();
+        let needle = b"options console=ttyS0\n";
+        assert!(bytes.windows(needle.len()).any(|w| w == needle));
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn too_small_fails_and_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        for f in [Format::RawEfi, Format::Qcow2Efi] {
+            let err = disk(f, d.path(), Some(1 << 20)).unwrap_err().to_string();
+            assert!(err.contains("a disk of 1 MiB is too small"), "{err}");
+            assert!(err.contains("--size"), "{err}");
+        }
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+        // 3 MiB: a partition of 1 MiB, enough for this content
+        disk(Format::RawEfi, d.path(), Some(3 << 20)).unwrap();
+        let len = std::fs::metadata(d.path().join("sys-efi.img")).unwrap().len();
+        assert_eq!(len, 3 << 20);
+    }
+
+    #[test]
+    fn a_disk_needs_a_kernel_and_a_file() {
+        let d = tempfile::tempdir().unwrap();
+        let t = crate::output::target(Some(Format::IsoEfi), Some("-"), None, None, None).unwrap();
+        let options = DiskOptions {
+            size: None,
+            loader: loader::tests::fake(),
+        };
+        let err = open(&t, 1, &options).err().unwrap().to_string();
+        assert!(err.contains("iso-efi") && err.contains("-o FILE"), "{err}");
+        let t = crate::output::target(Some(Format::IsoEfi), None, Some("n"), Some(d.path()), None)
+            .unwrap();
+        let out = open(&t, 1, &options).unwrap();
+        let err = out.finish().unwrap_err().to_string();
+        assert!(err.contains("iso-efi needs a kernel"), "{err}");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
     #[test]
     fn derived_ids_differ_by_purpose_and_content() {
         let a = ContentHash([1; 32]);
