@@ -46,6 +46,9 @@ fn minimal_example_boots_under_qemu() {
         &["-f", "kernel+initrd", "--dir", out.to_str().expect("utf-8")],
     );
     let vm = boot(&out);
-    eprintln!("booted, ran and powered off in {:.1} s", vm.took.as_secs_f64());
+    eprintln!(
+        "booted, ran and powered off in {:.1} s",
+        vm.took.as_secs_f64()
+    );
     qemu::assert_minimal_ran(&vm, BOOT_TIMEOUT);
 }

@@ -62,7 +62,12 @@ fn build_disk(yml: &Path, dir: &Path, sub: &str, format: &str, extra: &[&str]) -
         .expect("listing")
         .map(|e| e.expect("entry").file_name())
         .collect();
-    assert_eq!(names.len(), 1, "only the image in {}: {names:?}", out.display());
+    assert_eq!(
+        names.len(),
+        1,
+        "only the image in {}: {names:?}",
+        out.display()
+    );
     assert!(file.is_file(), "{} missing", file.display());
     file
 }
@@ -73,7 +78,10 @@ fn build_twice(format: &str) -> (tempfile::TempDir, PathBuf) {
     let yml = spec(d.path());
     let a = build_disk(&yml, d.path(), "a", format, &[]);
     let b = build_disk(&yml, d.path(), "b", format, &[]);
-    let (x, y) = (std::fs::read(&a).expect("read"), std::fs::read(&b).expect("read"));
+    let (x, y) = (
+        std::fs::read(&a).expect("read"),
+        std::fs::read(&b).expect("read"),
+    );
     assert!(x.len() > 1 << 20, "{format}: {} bytes", x.len());
     assert!(x == y, "{format}: two builds differ");
     (d, a)
@@ -98,7 +106,10 @@ fn boot(drive: &str) -> Console {
         .arg(qemu::ovmf())
         .args(["-drive", drive]);
     let vm = qemu::run(q, BOOT_TIMEOUT);
-    eprintln!("{drive}: booted, ran and powered off in {:.1} s", vm.took.as_secs_f64());
+    eprintln!(
+        "{drive}: booted, ran and powered off in {:.1} s",
+        vm.took.as_secs_f64()
+    );
     vm
 }
 
@@ -136,7 +147,10 @@ fn check_esp(disk: &Path, dir: &Path) {
     let p = dir.join("esp.img");
     std::fs::write(&p, esp).expect("write");
     let fsck = tool(Command::new("fsck.fat").arg("-n").arg(&p));
-    assert!(!fsck.contains("differ") && !fsck.contains("Free cluster summary"), "{fsck}");
+    assert!(
+        !fsck.contains("differ") && !fsck.contains("Free cluster summary"),
+        "{fsck}"
+    );
     std::fs::remove_file(&p).expect("rm");
 }
 
@@ -153,9 +167,17 @@ fn raw_efi_is_reproducible_checks_clean_and_boots() {
 #[test]
 fn qcow2_efi_is_reproducible_checks_clean_and_boots() {
     let (_d, img) = build_twice("qcow2-efi");
-    let check = tool(Command::new("qemu-img").args(["check", "-f", "qcow2"]).arg(&img));
+    let check = tool(
+        Command::new("qemu-img")
+            .args(["check", "-f", "qcow2"])
+            .arg(&img),
+    );
     assert!(check.contains("No errors were found"), "{check}");
-    let info = tool(Command::new("qemu-img").args(["info", "-f", "qcow2"]).arg(&img));
+    let info = tool(
+        Command::new("qemu-img")
+            .args(["info", "-f", "qcow2"])
+            .arg(&img),
+    );
     assert!(info.contains("compat: 1.1"), "{info}");
     let vm = boot(&format!("file={},format=qcow2,if=virtio", img.display()));
     assert_booted(&vm);
@@ -171,10 +193,15 @@ fn iso_efi_is_reproducible_has_a_uefi_entry_and_boots() {
             .args(["-report_el_torito", "plain"]),
     );
     assert!(
-        report.lines().any(|l| l.contains("El Torito boot img") && l.contains("UEFI")),
+        report
+            .lines()
+            .any(|l| l.contains("El Torito boot img") && l.contains("UEFI")),
         "no UEFI El Torito entry:\n{report}"
     );
-    let vm = boot(&format!("file={},media=cdrom,if=ide,format=raw", iso.display()));
+    let vm = boot(&format!(
+        "file={},media=cdrom,if=ide,format=raw",
+        iso.display()
+    ));
     assert_booted(&vm);
 }
 
@@ -193,7 +220,16 @@ fn size_sets_the_raw_disk_and_too_small_leaves_nothing() {
         std::fs::create_dir(&out).expect("mkdir");
         let loader = efi_package();
         let res = imagesmith()
-            .args(["-q", "build", "-f", format, "--size", "1M", "--efi-loader", &loader])
+            .args([
+                "-q",
+                "build",
+                "-f",
+                format,
+                "--size",
+                "1M",
+                "--efi-loader",
+                &loader,
+            ])
             .arg("--dir")
             .arg(&out)
             .arg(&yml)

@@ -179,8 +179,11 @@ pub(crate) mod tests {
             let f = tempfile::tempfile().unwrap();
             f.set_len(size).unwrap();
             write(&f, 0, size, &c, "test").unwrap();
-            std::fs::read(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f)))
-                .unwrap()
+            std::fs::read(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&f)
+            ))
+            .unwrap()
         };
         let a = image();
         assert_eq!(a, image());

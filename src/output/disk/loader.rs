@@ -144,6 +144,9 @@ pub(crate) mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("me/efi:1") && err.contains(REMOVABLE_PATH), "{err}");
+        assert!(
+            err.contains("me/efi:1") && err.contains(REMOVABLE_PATH),
+            "{err}"
+        );
     }
 }

@@ -67,7 +67,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .checked_mul(1u64 << shift)
         .ok_or_else(|| format!("`{s}` is too large"))?;
     if bytes == 0 || bytes % 512 != 0 {
-        return Err(format!("`{s}`: a disk size is a positive multiple of 512 bytes"));
+        return Err(format!(
+            "`{s}`: a disk size is a positive multiple of 512 bytes"
+        ));
     }
     Ok(bytes)
 }
@@ -178,10 +180,7 @@ pub struct Spooled {
 impl Spooled {
     /// Copies `data` (exactly `entry.size` bytes) to a temporary file.
     pub(crate) fn copy(entry: &Entry, data: &mut dyn Read) -> io::Result<Spooled> {
-        let mut h = Hashing::new(BufWriter::with_capacity(
-            256 * 1024,
-            tempfile::tempfile()?,
-        ));
+        let mut h = Hashing::new(BufWriter::with_capacity(256 * 1024, tempfile::tempfile()?));
         io::copy(&mut Exact::new(entry, data), &mut h)?;
         let (w, digest, len) = h.finish();
         let file = w.into_inner().map_err(|e| e.into_error())?;
@@ -316,7 +315,11 @@ impl Output for DiskOutput {
         })?;
         let hash = {
             let mut c = ring::digest::Context::new(&ring::digest::SHA256);
-            for d in [&kernel.digest, &initrd.digest, &self.options.loader.digest()] {
+            for d in [
+                &kernel.digest,
+                &initrd.digest,
+                &self.options.loader.digest(),
+            ] {
                 c.update(d);
             }
             c.update(cmdline.as_bytes());
@@ -421,7 +424,9 @@ mod tests {
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
         // 3 MiB: a partition of 1 MiB, enough for this content
         disk(Format::RawEfi, d.path(), Some(3 << 20)).unwrap();
-        let len = std::fs::metadata(d.path().join("sys-efi.img")).unwrap().len();
+        let len = std::fs::metadata(d.path().join("sys-efi.img"))
+            .unwrap()
+            .len();
         assert_eq!(len, 3 << 20);
     }
 
