@@ -124,7 +124,7 @@ pub fn open(
         split: Splitter::default(),
         cmdline: Vec::new(),
         kernel: None,
-        initrd: InitrdSpool::Raw(Some(Hashing::new(spool()?))),
+        initrd: InitrdSpool::Raw(Some(Box::new(Hashing::new(spool()?)))),
     }))
 }
 
@@ -196,7 +196,7 @@ impl Spooled {
 enum InitrdSpool {
     /// Nothing compressed yet: a microcode cpio may still be written raw. `None` only while
     /// switching.
-    Raw(Option<Hashing<File>>),
+    Raw(Option<Box<Hashing<File>>>),
     Compressing(Box<Initrd<BufWriter<Hashing<File>>>>),
 }
 
@@ -206,7 +206,7 @@ impl InitrdSpool {
             let f = f.take().ok_or_else(gone)?;
             *self = InitrdSpool::Compressing(Box::new(Initrd::new(BufWriter::with_capacity(
                 256 * 1024,
-                f,
+                *f,
             ))));
         }
         match self {
