@@ -2,8 +2,9 @@
 # Sets up what imagesmith's tests and examples need on a Debian machine, idempotently:
 # the Debian packages (docker.io, docker-registry, runc, busybox-static, cpio, socat,
 # qemu-system-x86, linux-image-amd64, kmod for depmod, apache2-utils for htpasswd, stunnel4
-# for the TLS engine tests, skopeo to push OCI layouts to the test registry), then a Docker
-# engine when none answers
+# for the TLS engine tests, skopeo to push OCI layouts to the test registry, systemd-boot-efi
+# for pkg/efi, ovmf to boot the disk formats and dosfstools, gdisk, xorriso, qemu-utils to
+# check them), then a Docker engine when none answers
 # (overlay2, falling back to vfs), waiting for its socket.
 # Safe to run again: installed packages and a running engine are left as they are.
 set -euo pipefail
@@ -16,7 +17,7 @@ need_root() {
   fi
 }
 
-PACKAGES=(time docker.io docker-registry runc busybox-static cpio socat qemu-system-x86 linux-image-amd64 kmod python3 openssl apache2-utils stunnel4 skopeo)
+PACKAGES=(time docker.io docker-registry runc busybox-static cpio socat qemu-system-x86 linux-image-amd64 kmod python3 openssl apache2-utils stunnel4 skopeo systemd-boot-efi ovmf dosfstools gdisk xorriso qemu-utils)
 
 # The Rust toolchain is not a Debian package here (Debian 12's rustc is 1.63; imagesmith
 # needs the `rust-version` of Cargo.toml): it comes from rustup, which this script does not

@@ -51,6 +51,9 @@ pub struct BuildOptions {
     /// Images resolved at once.
     pub resolve_at_once: usize,
     pub resolve: ResolveOptions,
+    /// The disk formats' EFI loader image (`--efi-loader`) and disk size (`--size`).
+    pub efi_loader: Reference,
+    pub disk_size: Option<u64>,
     /// The image cache; `None`: no cache (`--no-cache`).
     pub cache: Option<CacheOptions>,
 }
@@ -106,18 +109,43 @@ pub fn run(opts: &BuildOptions, connect: Connect<'_>) -> anyhow::Result<Report> 
         None => source,
     };
     signals::install(&rt, source.clone());
+    let mut uses = plan::images(&spec);
+    let disks = opts.targets.iter().any(|t| t.format.is_disk());
+    if disks && !uses.iter().any(|u| u.reference == opts.efi_loader) {
+        uses.push(ImageUse {
+            reference: opts.efi_loader.clone(),
+            pos: None,
+            what: format!(
+                "the EFI loader of the disk formats (--efi-loader; `imagesmith pkg build pkg/efi` builds the default, {})",
+                output::disk::DEFAULT_LOADER
+            ),
+        });
+    }
     let images = resolve_all(
         &rt,
         source.as_ref(),
-        &plan::images(&spec),
+        &uses,
         &opts.resolve,
         opts.resolve_at_once,
     )?;
     let plan = plan::plan(&spec, &images, files)?;
+    let disk = match images.get(&opts.efi_loader) {
+        Some(info) if disks => {
+            let what = || format!("the EFI loader image `{}`", info.reference);
+            let stream = source.open(info).with_context(what)?;
+            let loader =
+                output::disk::Loader::from_tar(&info.reference, stream).with_context(what)?;
+            Some(output::disk::DiskOptions {
+                size: opts.disk_size,
+                loader,
+            })
+        }
+        _ => None,
+    };
 
     let mut again = true;
     loop {
-        let mut out = output::open_all(&opts.targets, opts.mtime)?;
+        let mut out = output::open_all(&opts.targets, opts.mtime, disk.as_ref())?;
         match exec::execute(&plan, source.clone(), opts.ahead, opts.mtime, out.as_mut()) {
             Ok(()) => {
                 out.finish().context("finishing the output")?;
@@ -209,7 +237,10 @@ pub fn resolve_all(
             Ok(info) => {
                 map.insert(u.reference.clone(), info);
             }
-            Err(e) => failed.push(format!("{}: {}: {e}", u.pos, u.what)),
+            Err(e) => failed.push(match &u.pos {
+                Some(pos) => format!("{pos}: {}: {e}", u.what),
+                None => format!("{}: {e}", u.what),
+            }),
         }
     }
     match failed.len() {

@@ -20,6 +20,7 @@ use imagesmith::progress::{self, Progress};
 use imagesmith::registry::store::Store;
 use imagesmith::registry::{self, RegistryOptions, RegistrySource};
 use imagesmith::source::{ImageSource, ResolveOptions, normalize_platform};
+use imagesmith::spec::reference::Reference;
 use imagesmith::spec::{self, Input};
 use imagesmith::{engine, signals};
 
@@ -163,6 +164,14 @@ struct BuildArgs {
     /// Neither read nor fill the image cache.
     #[arg(long, conflicts_with = "cache_dir")]
     no_cache: bool,
+    /// Disk size of raw-efi and qcow2-efi (e.g. 300M, 2G; a bare number is MiB). Default:
+    /// what the content needs plus a margin.
+    #[arg(long, value_parser = output::disk::parse_size)]
+    size: Option<u64>,
+    /// The image holding the EFI loader of raw-efi, qcow2-efi and iso-efi (its EFI/ and
+    /// loader/ files); `imagesmith pkg build pkg/efi` builds the default.
+    #[arg(long, default_value = output::disk::DEFAULT_LOADER)]
+    efi_loader: String,
     /// Where images come from: the Docker engine, or registries (and `cache import`ed
     /// archives) with no engine at all.
     #[arg(long, value_parser = ["engine", "registry"], default_value = "engine")]
@@ -241,6 +250,9 @@ fn build_options(args: &BuildArgs) -> anyhow::Result<BuildOptions> {
                 .map(normalize_platform)
                 .transpose()?,
         },
+        efi_loader: Reference::parse(&args.efi_loader)
+            .map_err(|e| anyhow!("--efi-loader `{}`: {e}", args.efi_loader))?,
+        disk_size: args.size,
         cache: if args.no_cache {
             None
         } else {

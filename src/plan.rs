@@ -138,8 +138,8 @@ pub enum PlanError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageUse {
     pub reference: Reference,
-    /// Where the YAML names it first.
-    pub pos: spec::Pos,
+    /// Where the YAML names it first (`None`: the command line does).
+    pub pos: Option<spec::Pos>,
     /// E.g. "service `sshd`", "the kernel".
     pub what: String,
 }
@@ -151,7 +151,7 @@ pub fn images(spec: &Spec) -> Vec<ImageUse> {
         if !out.iter().any(|u| u.reference == r.reference) {
             out.push(ImageUse {
                 reference: r.reference.clone(),
-                pos: r.pos.clone(),
+                pos: Some(r.pos.clone()),
                 what,
             });
         }

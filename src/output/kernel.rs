@@ -57,7 +57,7 @@ impl<W: Write> Sink for Initrd<W> {
 
 /// Where an entry goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Part {
+pub(crate) enum Part {
     Cmdline,
     Kernel,
     Ucode,
@@ -67,7 +67,7 @@ enum Part {
 
 /// The split of SPEC §6 shared by both formats.
 #[derive(Default)]
-struct Splitter {
+pub(crate) struct Splitter {
     /// The first initrd entry has been seen: no more boot parts.
     started: bool,
     cmdline: bool,
@@ -78,7 +78,7 @@ struct Splitter {
 }
 
 impl Splitter {
-    fn classify(&mut self, e: &Entry) -> Part {
+    pub(crate) fn classify(&mut self, e: &Entry) -> Part {
         let p = e.path.as_slice();
         if p != b"boot" && !p.starts_with(b"boot/") {
             self.started = true;
@@ -107,7 +107,7 @@ impl Splitter {
         Part::Skip
     }
 
-    fn warn(&self, format: &str) {
+    pub(crate) fn warn(&self, format: &str) {
         if self.skipped > 0 {
             log::warn!(
                 "{format}: skipped {} entr{} under boot/ that {} not the kernel, its command line or microcode of the kernel section (the first: `{}`)",
@@ -120,7 +120,7 @@ impl Splitter {
     }
 }
 
-fn read_cmdline(e: &Entry, data: &mut dyn Read) -> io::Result<Vec<u8>> {
+pub(crate) fn read_cmdline(e: &Entry, data: &mut dyn Read) -> io::Result<Vec<u8>> {
     if e.size > MAX_CMDLINE {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -135,7 +135,7 @@ fn read_cmdline(e: &Entry, data: &mut dyn Read) -> io::Result<Vec<u8>> {
     Ok(v)
 }
 
-fn no_kernel(format: &str) -> io::Error {
+pub(crate) fn no_kernel(format: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
         format!(

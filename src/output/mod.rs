@@ -17,6 +17,7 @@ use pipe::Threaded;
 
 pub mod compress;
 pub mod cpio;
+pub mod disk;
 pub mod gzip;
 pub mod kernel;
 pub mod pipe;
@@ -37,6 +38,12 @@ pub enum Format {
     KernelInitrd,
     TarKernelInitrd,
     Docker,
+    /// A GPT disk image booting with UEFI (`output::disk`).
+    RawEfi,
+    /// The same disk as a qcow2 image.
+    Qcow2Efi,
+    /// An ISO 9660 image with an El Torito UEFI entry (and a hybrid GPT).
+    IsoEfi,
 }
 
 impl Format {
@@ -48,6 +55,9 @@ impl Format {
         Format::KernelInitrd,
         Format::TarKernelInitrd,
         Format::Docker,
+        Format::RawEfi,
+        Format::Qcow2Efi,
+        Format::IsoEfi,
     ];
 
     /// The format's name on the command line.
@@ -59,17 +69,20 @@ impl Format {
             Format::KernelInitrd => "kernel+initrd",
             Format::TarKernelInitrd => "tar-kernel-initrd",
             Format::Docker => "docker",
+            Format::RawEfi => "raw-efi",
+            Format::Qcow2Efi => "qcow2-efi",
+            Format::IsoEfi => "iso-efi",
         }
     }
 
     /// Formats that write an initrd (whose codec `--initrd-compression` chooses).
     pub fn has_initrd(self) -> bool {
-        matches!(self, Format::KernelInitrd | Format::TarKernelInitrd)
+        matches!(self, Format::KernelInitrd | Format::TarKernelInitrd) || self.is_disk()
     }
 
     /// Formats that need a `kernel` section.
     pub fn needs_kernel(self) -> bool {
-        matches!(self, Format::KernelInitrd | Format::TarKernelInitrd)
+        self.has_initrd()
     }
 
     /// Formats that produce one file (and may go to standard output).
@@ -77,8 +90,13 @@ impl Format {
         self != Format::KernelInitrd
     }
 
+    /// The disk formats, which need `--efi-loader`'s image (`output::disk`).
+    pub fn is_disk(self) -> bool {
+        matches!(self, Format::RawEfi | Format::Qcow2Efi | Format::IsoEfi)
+    }
+
     /// The default file name of a single-file format.
-    fn file_name(self, name: &str) -> String {
+    pub(crate) fn file_name(self, name: &str) -> String {
         match self {
             Format::Tar => format!("{name}.tar"),
             Format::TarGz => format!("{name}.tar.gz"),
@@ -86,6 +104,9 @@ impl Format {
             Format::Docker => format!("{name}.docker.tar"),
             Format::TarKernelInitrd => format!("{name}-initrd.tar"),
             Format::KernelInitrd => format!("{name}-initrd.img"),
+            Format::RawEfi => format!("{name}-efi.img"),
+            Format::Qcow2Efi => format!("{name}-efi.qcow2"),
+            Format::IsoEfi => format!("{name}-efi.iso"),
         }
     }
 }
@@ -159,6 +180,10 @@ pub enum OutputError {
         "--initrd-compression is for the formats with an initrd (kernel+initrd, tar-kernel-initrd); use -f tar.zst for a zstd tar"
     )]
     InitrdCompression,
+    #[error("{0} writes a disk image, which needs a seekable file: give -o FILE or --dir/--name")]
+    DiskToStdout(&'static str),
+    #[error("internal error: the disk formats need the EFI loader (output::disk::open)")]
+    NotADisk,
     #[error("{path}")]
     Io {
         path: String,
@@ -379,6 +404,18 @@ impl AtomicFile {
         &self.target
     }
 
+    /// The temporary file itself (another handle to it), for formats that write at offsets;
+    /// what was written through `Write` is flushed first.
+    pub fn file(&mut self) -> io::Result<File> {
+        if let Some(w) = &mut self.writer {
+            w.flush()?;
+        }
+        match &self.tmp {
+            Some(t) => t.as_file().try_clone(),
+            None => Err(io::Error::other("output already committed")),
+        }
+    }
+
     /// Flushes, syncs, gives the file mode 0644 and renames it to the target.
     pub fn commit(mut self) -> io::Result<()> {
         if let Some(w) = self.writer.take() {
@@ -493,14 +530,22 @@ impl Write for FileOut {
     }
 }
 
-/// Opens the outputs of `targets`: one, or a [`tee::Tee`] of several.
-pub fn open_all(targets: &[Target], mtime: u64) -> Result<Box<dyn Output>, OutputError> {
+/// Opens the outputs of `targets`: one, or a [`tee::Tee`] of several. `disk` is what the
+/// disk formats need besides the entries (the EFI loader, the size).
+pub fn open_all(
+    targets: &[Target],
+    mtime: u64,
+    disk: Option<&disk::DiskOptions>,
+) -> Result<Box<dyn Output>, OutputError> {
+    let one = |t: &Target| match (t.format.is_disk(), disk) {
+        (true, Some(d)) => disk::open(t, mtime, d),
+        (true, None) => Err(OutputError::NotADisk),
+        (false, _) => open(t, mtime),
+    };
     match targets {
-        [one] => open(one, mtime),
+        [t] => one(t),
         many => Ok(Box::new(tee::Tee::new(
-            many.iter()
-                .map(|t| open(t, mtime))
-                .collect::<Result<_, _>>()?,
+            many.iter().map(one).collect::<Result<_, _>>()?,
         ))),
     }
 }
@@ -535,6 +580,7 @@ pub fn open(target: &Target, mtime: u64) -> Result<Box<dyn Output>, OutputError>
             }
             _ => return Err(OutputError::OutputWithMultiFile),
         },
+        Format::RawEfi | Format::Qcow2Efi | Format::IsoEfi => return Err(OutputError::NotADisk),
     })
 }
 

@@ -41,6 +41,8 @@ fn options_with(yml: &Path, targets: Vec<output::Target>, dir: Option<&Path>) ->
         ahead: 0,
         resolve_at_once: 4,
         resolve: ResolveOptions::default(),
+        efi_loader: Reference::parse("imagesmith/efi:dev").expect("reference"),
+        disk_size: None,
         cache: None,
     }
 }

@@ -13,6 +13,7 @@ mod cache;
 mod cli_build;
 mod cli_validate;
 mod common;
+mod disk;
 mod engine_cli;
 mod engine_docker;
 mod exec_queue;

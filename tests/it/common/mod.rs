@@ -18,13 +18,14 @@
 //!
 //! Registries and TLS are in [`engine`], OCI image layouts written by tests (and pushed
 //! with skopeo) in [`layout`], the OCI schema and golden values in [`oci`], the
-//! packages of `pkg/` and `examples/minimal.yml` in [`pkg`].
+//! packages of `pkg/` and `examples/minimal.yml` in [`pkg`], booting under qemu in [`qemu`].
 #![allow(dead_code)] // each test file uses a part of it
 
 pub mod engine;
 pub mod layout;
 pub mod oci;
 pub mod pkg;
+pub mod qemu;
 
 use std::fs;
 use std::io::{Read, Write};

@@ -2,7 +2,8 @@
 //! `imagesmith pkg build` under tags unique to it (removed when the process exits, as the
 //! tests of the process share them), `examples/minimal.yml` pointed at them, building a spec
 //! with the binary under test, and the init's `start-bundle` script (its path, and a command
-//! running it with a runc root).
+//! running it with a runc root); `pkg/efi`, the EFI loader of the disk formats
+//! ([`efi_package`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,20 +36,37 @@ pub fn packages() {
     DONE.get_or_init(|| {
         require_engine();
         for p in PACKAGES {
-            let tag = package_tag(p);
-            remove_at_exit(&tag);
-            let out = run_ok(
-                imagesmith()
-                    .args(["-q", "pkg", "build", "--tag", &tag])
-                    .arg(repo().join("pkg").join(p)),
-            );
-            let line = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                line.starts_with(&format!("{tag} sha256:")),
-                "pkg build printed {line:?}"
-            );
+            pkg_build(p, &package_tag(p));
         }
     });
+}
+
+/// `imagesmith pkg build --tag TAG pkg/<name>`, the image removed when the process exits.
+fn pkg_build(name: &str, tag: &str) {
+    remove_at_exit(tag);
+    let out = run_ok(
+        imagesmith()
+            .args(["-q", "pkg", "build", "--tag", tag])
+            .arg(repo().join("pkg").join(name)),
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line.starts_with(&format!("{tag} sha256:")),
+        "pkg build printed {line:?}"
+    );
+}
+
+/// Builds `pkg/efi` (the EFI loader of the disk formats) once per process under a tag
+/// unique to it, and returns the tag, for `--efi-loader`.
+pub fn efi_package() -> String {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        require_engine();
+        let tag = format!("{}:dev", unique("efi"));
+        pkg_build("efi", &tag);
+        tag
+    })
+    .clone()
 }
 
 /// `examples/minimal.yml` with the package images replaced by this process's, written as
