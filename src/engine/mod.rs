@@ -55,7 +55,7 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 pub use crate::source::readahead::ByteStream;
 
 /// Chunks of an export read ahead of the rewrite (the engine sends up to ~150 KB a chunk).
-const READ_AHEAD: usize = 32;
+const READ_AHEAD: usize = 16;
 
 /// A container engine.
 pub trait Engine: Send + Sync {

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 /// Bytes handed to the writing thread at once.
 pub const CHUNK: usize = 1 << 20;
 /// Chunks queued for the writing thread at most (besides the one it is writing).
-pub const DEPTH: usize = 4;
+pub const DEPTH: usize = 2;
 
 /// A [`Write`] whose bytes are written by another thread.
 pub struct Threaded<W: Write + Send + 'static> {

@@ -150,7 +150,7 @@ fn flattening_a_1_gib_image_stays_under_32_mib() {
     let m = common::run_measured(
         Command::new(std::env::current_exe().unwrap())
             .args([
-                "flattening_a_1_gib_image_stays_under_32_mib",
+                "registry_memory::flattening_a_1_gib_image_stays_under_32_mib",
                 "--exact",
                 "--nocapture",
                 "--test-threads=1",
