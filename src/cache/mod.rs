@@ -34,7 +34,7 @@
 //!   a trailer checked when it is opened. Damage found before the first byte is handed out
 //!   (a truncated file, a bad first chunk) drops the entry and the image is fetched from the
 //!   source as if it were not cached. Damage found later drops the entry and fails the read;
-//!   the build then starts over once without it ([`crate::build::run`]), unless its output
+//!   the build then starts over once without it (the build module does), unless its output
 //!   is standard output or a device, in which case the build fails with that error.
 //! - Several processes may share a cache: files appear only by rename, disappear only by
 //!   unlink (an open reader keeps its file), and index records are replaced by rename (the

@@ -40,7 +40,7 @@ pub trait ImageSource: Send + Sync {
     /// later [`ImageSource::open`] fail: the signal handler's path.
     fn abort(&self) -> BoxFuture<'_, ()>;
 
-    /// What `open`'s streams are, as part of the cache key (`crate::cache`): two sources
+    /// What `open`'s streams are, as part of the cache key (the cache module's): two sources
     /// whose streams of one image differ in bytes answer differently. `None` (the default):
     /// never cached.
     fn stream_kind(&self) -> Option<&str> {
