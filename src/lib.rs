@@ -19,3 +19,4 @@ pub mod rewrite;
 pub mod signals;
 pub mod source;
 pub mod spec;
+pub mod text;

@@ -57,10 +57,24 @@ pub const ALL: [&str; 41] = [
 /// What is wrong with a capability list.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CapError {
-    #[error("unknown capability `{0}`")]
+    #[error("unknown capability `{name}`{hint}", name = .0, hint = did_you_mean(.0))]
     Unknown(String),
     #[error("`{0}` must be the only item of the list, not mixed with capability names")]
     KeywordMixed(String),
+}
+
+/// `; did you mean `CAP_…`?` when `name` is close to a known capability, else nothing.
+fn did_you_mean(name: &str) -> String {
+    let upper = name.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    match crate::text::closest(&full, &ALL) {
+        Some(c) => format!("; did you mean `{c}`?"),
+        None => String::new(),
+    }
 }
 
 /// The canonical spelling of a capability name written in any case, with or without the
@@ -227,6 +241,14 @@ mod tests {
         assert_eq!(bad[0].0, 0);
         let bad = check(&["CAP_CHOWN", "CAP_FLY"]);
         assert_eq!(bad, vec![(1, CapError::Unknown("CAP_FLY".into()))]);
+        assert_eq!(
+            CapError::Unknown("CAP_NET_ADMN".into()).to_string(),
+            "unknown capability `CAP_NET_ADMN`; did you mean `CAP_NET_ADMIN`?"
+        );
+        assert_eq!(
+            CapError::Unknown("CAP_FLY".into()).to_string(),
+            "unknown capability `CAP_FLY`"
+        );
         assert_eq!(
             bad[0].1.to_string(),
             "unknown capability `CAP_FLY`".to_string()

@@ -271,7 +271,7 @@ fn values_build_would_refuse_are_refused_when_read() {
         (r#"{"uid": ""}"#, "`uid`: the id is an empty string"),
         (
             r#"{"capabilities": [" CAP_CHOWN"]}"#,
-            "`capabilities[0]`: unknown capability ` CAP_CHOWN`",
+            "`capabilities[0]`: unknown capability ` CAP_CHOWN`; did you mean `CAP_CHOWN`?",
         ),
     ] {
         let d = spec::parse_label("img:1", label).unwrap_err();

@@ -347,32 +347,14 @@ impl Cx {
 }
 
 pub(super) fn unknown_key(text: &str, keys: &[&str]) -> String {
-    let best = keys.iter().map(|k| (edit_distance(text, k), *k)).min();
-    match best {
-        Some((d, k)) if d <= 2 || k.eq_ignore_ascii_case(text) => {
-            format!("unknown key `{text}`; did you mean `{k}`?")
-        }
-        _ if keys.len() <= 10 => format!(
+    match crate::text::closest(text, keys) {
+        Some(k) => format!("unknown key `{text}`; did you mean `{k}`?"),
+        None if keys.len() <= 10 => format!(
             "unknown key `{text}` (expected one of: {})",
             keys.join(", ")
         ),
-        _ => format!("unknown key `{text}`"),
+        None => format!("unknown key `{text}`"),
     }
-}
-
-pub(super) fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().take(64).collect();
-    let b: Vec<char> = b.chars().take(64).collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(!ca.eq_ignore_ascii_case(cb));
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// A string, checked by `rule` (its message reported at the value).
