@@ -347,8 +347,11 @@ fn the_next_run_removes_what_a_sigkilled_run_left_and_nothing_of_live_runs() {
     let killed = child.id();
     signal(&child, libc::SIGKILL);
     let _ = child.wait();
+    // SIGKILL leaves the container; another test's build running at the same moment may
+    // already have removed it (any later run does): what counts is that it is gone after
+    // the next run, and that a live run's container never is.
     let left = containers(&format!("label=org.imagesmith.pid={killed}"));
-    assert_eq!(left.len(), 1, "SIGKILL leaves the container: {left:?}");
+    assert!(left.len() <= 1, "one export container: {left:?}");
 
     // A container of a live run on this host (this test process): must survive.
     let me = imagesmith::owner::Owner::current();
