@@ -11,11 +11,10 @@ use std::process::Command;
 use common::engine::Registry;
 use common::*;
 
-/// What a build holds, one sorted line per entry (content as a hash), minus what the engine
+/// What a build holds, one sorted line per entry ([`TarEntry::describe`]), minus what the engine
 /// itself adds to a container (`dev/pts`, `dev/shm`, `dev/console`, `etc/mtab`, wherever
 /// an image is placed).
 fn tree(tar: &Path) -> Vec<String> {
-    use std::hash::{Hash, Hasher};
     read_tar_file(tar)
         .into_iter()
         .filter(|e| {
@@ -23,22 +22,7 @@ fn tree(tar: &Path) -> Vec<String> {
                 .iter()
                 .any(|x| e.path == *x || e.path.ends_with(&format!("/{x}")))
         })
-        .map(|e| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            e.data.hash(&mut h);
-            format!(
-                "{} {:?} {:o} {}:{} {} {:?} {} {:x}",
-                e.path,
-                e.kind,
-                e.mode,
-                e.uid,
-                e.gid,
-                e.mtime,
-                e.link,
-                e.data.len(),
-                h.finish()
-            )
-        })
+        .map(|e| format!("{} {}", e.path, e.describe()))
         .collect::<std::collections::BTreeSet<String>>()
         .into_iter()
         .collect()

@@ -63,19 +63,7 @@ fn placed(src: impl Read, image: &str) -> Tree {
     read_tar(&bytes)
         .into_iter()
         .filter(|e| !["dev/pts", "dev/shm", "etc/mtab"].contains(&e.path.as_str()))
-        .map(|e| {
-            let what = format!(
-                "{:?} {:o} {}:{} {} {:?} {}",
-                e.kind,
-                e.mode,
-                e.uid,
-                e.gid,
-                e.mtime,
-                e.link,
-                common::layout::sha256(&e.data)
-            );
-            (e.path, what)
-        })
+        .map(|e| (e.path.clone(), e.describe()))
         .collect()
 }
 

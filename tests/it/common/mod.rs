@@ -547,6 +547,23 @@ pub struct TarEntry {
     pub data: Vec<u8>,
 }
 
+impl TarEntry {
+    /// Everything but the name, for comparing trees: `kind mode uid:gid mtime target
+    /// sha256-of-content`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:?} {:o} {}:{} {} {:?} {}",
+            self.kind,
+            self.mode,
+            self.uid,
+            self.gid,
+            self.mtime,
+            self.link,
+            layout::sha256(&self.data)
+        )
+    }
+}
+
 /// Every member of a tar, in order.
 pub fn read_tar(bytes: &[u8]) -> Vec<TarEntry> {
     let mut ar = tar::Archive::new(bytes);
