@@ -27,9 +27,12 @@ peak RSS (max over the runs, GNU time %M), output size, and the wall time as a r
 case's floor (and, for compressed outputs, to the `spec` tar build).
 
 Adding a case: append a Case to CASES. Adding a column of variants of the same cases (e.g.
-"cache warm", "registry"): append to VARIANTS a name, the extra build arguments and an
-optional setup run once before the rounds (e.g. a warm-up build); every imagesmith case is
-then measured under each variant and printed as its own row.
+"cache warm", "registry"): append to VARIANTS a name, the extra build arguments, an
+optional setup run once before the rounds (e.g. a warm-up build), the cases it applies to
+and the spec it uses instead; each such case is then measured under the variant and
+printed as its own row. The registry rows build the 1 GiB image with `--source registry`
+from a `docker-registry` the benchmark starts on 127.0.0.1 (cold: an empty blob store
+each build; cached: blobs and the flattened image already in the cache).
 """
 import argparse
 import glob
@@ -77,13 +80,55 @@ def warm_cache(ctx):
     os.remove(os.path.join(ctx["work"], "warmup.tar"))
 
 
+def start_registry(ctx):
+    """A `docker-registry` on a free 127.0.0.1 port holding `big1` (pushed with docker), and
+    a spec `one-registry` naming it there; stopped when the benchmark ends."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = os.path.join(ctx["work"], "registry")
+    os.makedirs(root)
+    cfg = os.path.join(root, "config.yml")
+    with open(cfg, "w") as f:
+        f.write(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+                f"    rootdirectory: {root}/data\nhttp:\n  addr: 127.0.0.1:{port}\n")
+    proc = subprocess.Popen(["docker-registry", "serve", cfg], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ctx["cleanup"].append(proc.terminate)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    remote = f"127.0.0.1:{port}/{ctx['names']['big1'].split('/', 1)[1]}"
+    sh("docker", "tag", ctx["names"]["big1"], remote)
+    ctx["cleanup"].append(lambda: subprocess.run(["docker", "rmi", remote], capture_output=True))
+    sh("docker", "push", remote, stdout=subprocess.DEVNULL)
+    spec = os.path.join(ctx["work"], "one-registry.yml")
+    with open(spec, "w") as f:
+        f.write(f"init:\n  - {remote}\n")
+    ctx["specs"]["one-registry"] = spec
+    # The cached variant's cache, filled once.
+    sh(ctx["bin"], "-q", "build", "--source", "registry", "--cache-dir",
+       os.path.join(ctx["work"], "regcache"), "-o", os.path.join(ctx["work"], "warmup.tar"), spec)
+    os.remove(os.path.join(ctx["work"], "warmup.tar"))
+
+
 # (name, extra build arguments ({work} is replaced), setup(ctx) or None, the cases it
-# applies to or None for all). "engine": every image exported (the cache bypassed);
-# "cache warm": every image served from a filled cache.
+# applies to or None for all, the spec to use instead of the case's). "engine": every image
+# exported (the cache bypassed); "cache warm": every image served from a filled cache;
+# "registry cold"/"registry cached": `--source registry` from a local registry, with an
+# empty blob store (--no-cache) or a filled one.
 VARIANTS = [
-    ("engine", ["--no-cache"], None, None),
+    ("engine", ["--no-cache"], None, None, None),
     ("cache warm", ["--cache-dir", "{work}/cache"], warm_cache,
-     ["one 1 GiB image, tar", "spec, tar"]),
+     ["one 1 GiB image, tar", "spec, tar"], None),
+    ("registry cold", ["--source", "registry", "--no-cache"], start_registry,
+     ["one 1 GiB image, tar"], "one-registry"),
+    ("registry cached", ["--source", "registry", "--cache-dir", "{work}/regcache"], None,
+     ["one 1 GiB image, tar"], "one-registry"),
 ]
 
 
@@ -263,6 +308,7 @@ def main():
     tag = "small" if opts.small else "1"
     work = tempfile.mkdtemp(prefix="imagesmith-bench-", dir=os.environ.get("TMPDIR", "/var/tmp"))
     names = {}
+    cleanup = []
     try:
         print("making the images…", file=sys.stderr)
         names = make_images(tag)
@@ -274,21 +320,23 @@ def main():
             "spec -> /dev/null": lambda: export_floor(spec_images, None),
         }
         rows = [(c, v) for v in VARIANTS for c in CASES if v[3] is None or c.name in v[3]]
-        for _, _, setup, _ in VARIANTS:
+        ctx = {"work": work, "bin": opts.bin, "specs": specs, "names": names,
+               "cleanup": cleanup}
+        for _, _, setup, _, _ in VARIANTS:
             if setup:
-                setup({"work": work, "bin": opts.bin, "specs": specs})
+                setup(ctx)
         walls = {k: [] for k in floors}
         res = {(c.name, v[0]): {"wall": [], "cpu": [], "rss": [], "size": 0} for c, v in rows}
         for r in range(opts.runs):
             print(f"round {r + 1}/{opts.runs}", file=sys.stderr)
             for k, f in floors.items():
                 walls[k].append(f())
-            for c, (vname, vargs, _, _) in rows:
+            for c, (vname, vargs, _, _, vspec) in rows:
                 out = os.path.join(work, "out")
                 vargs = [a.replace("{work}", work) for a in vargs]
                 cmd = [opts.bin, "-q", "build", *c.args, *vargs]
                 cmd += ["--dir", out, "--name", "b"] if c.multi else ["-o", out]
-                wall, cpu, rss = timed(cmd + [specs[c.spec]])
+                wall, cpu, rss = timed(cmd + [specs[vspec or c.spec]])
                 m = res[(c.name, vname)]
                 m["wall"].append(wall)
                 m["cpu"].append(cpu)
@@ -305,18 +353,20 @@ def main():
         print("|---|" + "---:|" * (len(head) - 1))
         for k, w in floor.items():
             print(f"| floor: {k} (engine alone) | {w:.2f} | | | | | |")
-        for c, (vname, _, _, _) in rows:
+        for c, (vname, _, _, _, _) in rows:
             m = res[(c.name, vname)]
             wall = statistics.median(m["wall"])
             name = c.name if len(VARIANTS) == 1 else f"{c.name} [{vname}]"
             vs_tar = f"{wall / tar_ref:.2f}×" if c.vs_tar else ""
             if vname != VARIANTS[0][0]:
                 cold = statistics.median(res[(c.name, VARIANTS[0][0])]["wall"])
-                vs_tar = f"{wall / cold:.2f}× its cold build"
+                vs_tar = f"{wall / cold:.2f}× the engine row"
             print(f"| {name} | {wall:.2f} | {statistics.median(m['cpu']):.2f} "
                   f"| {max(m['rss']) / 1024:.1f} | {m['size'] / MIB:.0f} "
                   f"| {wall / floor[c.floor]:.2f}× ({c.floor}) | {vs_tar} |")
     finally:
+        for undo in cleanup:
+            undo()
         sh("rm", "-rf", work)
         if not opts.keep and names:
             subprocess.run(["docker", "rmi", *names.values()], capture_output=True)
