@@ -17,6 +17,17 @@ static IMAGES: Once = Once::new();
 fn golden_images() {
     require_engine();
     IMAGES.call_once(|| {
+        // The images the script makes now are this process's: removed when it exits (the
+        // script keeps images that are already there).
+        for image in ["golden/label:1", "golden/kernel:1", "golden/base:1"] {
+            let there = docker_command()
+                .args(["image", "inspect", image])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !there {
+                remove_at_exit(image);
+            }
+        }
         run_ok(Command::new("bash").arg(shared_dir().join("golden/make-images.sh")));
     });
 }
