@@ -509,10 +509,10 @@ mod tests {
     fn zstd_initrd_in_both_formats() {
         let d = tempfile::tempdir().unwrap();
         for format in [Format::KernelInitrd, Format::TarKernelInitrd] {
-            let t = target(Some(format), None, Some("z"), Some(d.path()), None)
+            let t = target(Some(format), None, Some("z"), Some(d.path()), None).unwrap();
+            let t = crate::output::with_initrd_compression(vec![t], Codec::Zstd)
                 .unwrap()
-                .with_initrd_compression(Codec::Zstd)
-                .unwrap();
+                .remove(0);
             let mut out = crate::output::open(&t, T).unwrap();
             feed(out.as_mut(), &stream(true, "c"));
             out.finish().unwrap();

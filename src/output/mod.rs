@@ -152,18 +152,6 @@ pub struct Target {
     pub initrd: Codec,
 }
 
-impl Target {
-    /// Sets the initrd's codec; anything but the default is an error for a format without
-    /// an initrd.
-    pub fn with_initrd_compression(mut self, codec: Codec) -> Result<Target, OutputError> {
-        if codec != Codec::default() && !self.format.has_initrd() {
-            return Err(OutputError::InitrdCompression);
-        }
-        self.initrd = codec;
-        Ok(self)
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     #[error(
@@ -594,11 +582,15 @@ mod tests {
         assert_eq!(t.format, Format::TarGz);
         let t = target(None, Some("d/x.tar.zst"), None, None, None).unwrap();
         assert_eq!(t.format, Format::TarZst);
-        assert!(t.clone().with_initrd_compression(Codec::Zstd).is_err());
+        assert!(with_initrd_compression(vec![t.clone()], Codec::Zstd).is_err());
         assert_eq!(
-            t.with_initrd_compression(Codec::Gzip).unwrap().initrd,
+            with_initrd_compression(vec![t], Codec::Gzip).unwrap()[0].initrd,
             Codec::Gzip
         );
+        // Several targets: the codec goes to those with an initrd only.
+        let both = targets(&[Format::Tar, Format::KernelInitrd], None, None, None, None).unwrap();
+        let both = with_initrd_compression(both, Codec::Zstd).unwrap();
+        assert_eq!((both[0].initrd, both[1].initrd), (Codec::Gzip, Codec::Zstd));
         let t = target(Some(Format::TarZst), None, Some("n"), None, None).unwrap();
         assert_eq!(
             t.destination,
