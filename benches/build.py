@@ -65,7 +65,9 @@ class Case:
 CASES = [
     Case("one 1 GiB image, tar", "one", ["-f", "tar"], floor="one"),
     Case("spec, tar", "spec", ["-f", "tar"]),
+    Case("spec, tar --jobs 1", "spec", ["-f", "tar", "--jobs", "1"]),
     Case("spec, tar --jobs 2", "spec", ["-f", "tar", "--jobs", "2"]),
+    Case("spec, tar --jobs 4", "spec", ["-f", "tar", "--jobs", "4"]),
     Case("spec, kernel+initrd gzip", "spec", ["-f", "kernel+initrd"], multi=True, vs_tar=True),
     Case("spec, kernel+initrd zstd", "spec",
          ["-f", "kernel+initrd", "--initrd-compression", "zstd"], multi=True, vs_tar=True),

@@ -8,6 +8,7 @@
 //! fields), never reused from an input header: a reused ustar header keeps a stale name
 //! prefix when its path is changed.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -95,7 +96,61 @@ impl Entry {
 /// Where entries go. `data` must yield exactly `entry.size` bytes for regular files.
 pub trait Sink {
     fn append(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()>;
+
+    /// Appends the entries a [`TarSink`] writes into `spool` (without end-of-archive
+    /// blocks), as they come: the executor places images ahead of their turn this way. The
+    /// result is the same as appending each entry here; the default reads them back and does
+    /// just that, and a sink that writes a tar as it is takes the bytes whole instead
+    /// ([`take_spool`]).
+    fn append_tar(&mut self, spool: &mut dyn Spool) -> io::Result<()> {
+        for_each_entry::<_, io::Error, _>(spool, |e, data| self.append(&e, data))
+    }
 }
+
+/// Tar bytes written elsewhere (by another thread), readable while they grow: [`Read`]
+/// gives them in order, waiting for more until the end.
+pub trait Spool: Read {
+    /// The next run of bytes as a range of a file: a handle whose offset is at its start,
+    /// and its length. Waits until there are some; `None` at the end.
+    fn next_range(&mut self) -> io::Result<Option<(File, u64)>>;
+}
+
+/// Moves every byte of `spool` into `w`, range by range.
+pub fn take_spool<W: TakeFile + ?Sized>(w: &mut W, spool: &mut dyn Spool) -> io::Result<()> {
+    while let Some((file, len)) = spool.next_range()? {
+        w.take_file(file, len)?;
+    }
+    Ok(())
+}
+
+impl From<ReadError> for io::Error {
+    fn from(e: ReadError) -> io::Error {
+        match e {
+            ReadError::Io(e) => e,
+            other => io::Error::other(other),
+        }
+    }
+}
+
+/// A [`Write`] that can take `len` bytes of a file from its current offset; the default
+/// copies them through memory, an output file overrides it to copy inside the kernel.
+pub trait TakeFile: Write {
+    fn take_file(&mut self, file: File, len: u64) -> io::Result<()> {
+        let n = io::copy(&mut file.take(len), self)?;
+        if n != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("spool file ended after {n} of {len} bytes"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TakeFile for Vec<u8> {}
+impl TakeFile for io::Stdout {}
+/// `io::copy` between two files is `copy_file_range`: the bytes stay in the kernel.
+impl TakeFile for File {}
 
 /// Appends a generated entry with in-memory content.
 pub fn append_bytes(sink: &mut dyn Sink, entry: &Entry, data: &[u8]) -> io::Result<()> {
@@ -119,6 +174,11 @@ impl<W: Write> TarSink<W> {
     /// Writes the end-of-archive blocks and returns the writer (not flushed or finished).
     pub fn finish(self) -> io::Result<W> {
         self.builder.into_inner()
+    }
+
+    /// The writer the entries go to.
+    pub fn get_mut(&mut self) -> &mut W {
+        self.builder.get_mut()
     }
 }
 

@@ -97,7 +97,7 @@ pub fn run(opts: &BuildOptions, connect: Connect<'_>) -> anyhow::Result<Report> 
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .thread_name("imagesmith-io")
         .build()
@@ -146,7 +146,12 @@ pub fn run(opts: &BuildOptions, connect: Connect<'_>) -> anyhow::Result<Report> 
     let mut again = true;
     loop {
         let mut out = output::open_all(&opts.targets, opts.mtime, disk.as_ref())?;
-        match exec::execute(&plan, source.clone(), opts.ahead, opts.mtime, out.as_mut()) {
+        let exec_opts = exec::ExecOptions {
+            ahead: opts.ahead,
+            mtime: opts.mtime,
+            spool_dir: spool_dir(&opts.targets),
+        };
+        match exec::execute(&plan, source.clone(), &exec_opts, out.as_mut()) {
             Ok(()) => {
                 out.finish().context("finishing the output")?;
                 break;
@@ -168,6 +173,19 @@ pub fn run(opts: &BuildOptions, connect: Connect<'_>) -> anyhow::Result<Report> 
     Ok(Report {
         written: opts.targets.iter().flat_map(written).collect(),
         elapsed: started.elapsed(),
+    })
+}
+
+/// Where the executor's spool files go: beside the first output file, so that moving a
+/// spool into it stays on one file system (see `exec`).
+fn spool_dir(targets: &[output::Target]) -> Option<PathBuf> {
+    targets.iter().find_map(|t| match &t.destination {
+        output::Destination::File(p) => Some(match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        }),
+        output::Destination::Files { dir, .. } => Some(dir.clone()),
+        output::Destination::Stdout => None,
     })
 }
 

@@ -2,39 +2,77 @@
 //! this module only moves bytes: image streams from the [`ExportQueue`] through the
 //! per-image rewrite ([`rewrite::place`], [`rewrite::kernel::kernel`]), generated entries,
 //! and `files` entries with the parents the output does not have yet.
+//!
+//! Images after the current one (`ahead` of them) are exported and rewritten at the same
+//! time on helper threads, each into a spool file holding the entries as a tar; at its
+//! turn a spool is handed to the sink whole ([`Sink::append_tar`]): a tar output file takes
+//! it with `copy_file_range`, inside the kernel, so several images at once cost no second
+//! pass through this process. The output is the same bytes whatever `ahead` is.
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
-use std::sync::Arc;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, bail};
 
-use crate::archive::{self, Entry, Kind, Name, Sink};
+use crate::archive::{self, Entry, Kind, Name, Sink, TarSink};
 use crate::plan::{FileContent, FileOp, Op, Plan};
 use crate::rewrite::{self, Placement};
-use crate::source::ImageSource;
-use crate::source::queue::ExportQueue;
+use crate::source::queue::{ExportQueue, Helper, Next};
+use crate::source::{ImageSource, ImageStream};
+use crate::spool::GrowingSpool;
 
-/// Writes `plan` into `sink`. `ahead` images are opened before their turn (see
-/// [`ExportQueue`]); generated entries get the time `mtime`.
+/// How the executor runs.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// Images exported and rewritten ahead of the one being written (`--jobs` - 1).
+    pub ahead: usize,
+    /// The time of generated entries.
+    pub mtime: u64,
+    /// Where spool files go (anonymous files, gone with the process): the output's
+    /// directory, so that moving a spool into the output stays on one file system. `None`:
+    /// the system's temporary directory.
+    pub spool_dir: Option<PathBuf>,
+}
+
+/// Writes `plan` into `sink`.
 pub fn execute(
     plan: &Plan,
     source: Arc<dyn ImageSource>,
-    ahead: usize,
-    mtime: u64,
+    opts: &ExecOptions,
     sink: &mut dyn Sink,
 ) -> anyhow::Result<()> {
-    let mut w = Watch {
-        sink,
-        watch: plan
-            .file_parents()
+    let mtime = opts.mtime;
+    let watch: Arc<HashSet<Name>> = Arc::new(
+        plan.file_parents()
             .into_iter()
             .map(|p| p.as_bytes().to_vec())
             .collect(),
+    );
+    let mut w = Watch {
+        sink,
+        watch: watch.clone(),
         has: HashSet::new(),
     };
-    let mut queue = ExportQueue::new(source, plan.exports().cloned().collect(), ahead);
+    let helper = Placer {
+        exported: plan
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::Kernel { .. } | Op::Image { .. }))
+            .cloned()
+            .collect(),
+        mtime,
+        watch,
+        spool_dir: opts.spool_dir.clone(),
+    };
+    let mut queue = ExportQueue::new(
+        source,
+        plan.exports().cloned().collect(),
+        opts.ahead,
+        helper,
+    );
     for op in &plan.ops {
         match op {
             Op::Dir(d) => {
@@ -45,30 +83,138 @@ pub fn execute(
                 let e = Entry::file(path.as_bytes(), 0o644, mtime, data.len() as u64);
                 archive::append_bytes(&mut w, &e, data).map_err(write_err)?;
             }
-            Op::Kernel { parts, .. } => {
-                rewrite::kernel::kernel(queue.open_next()?, &mut w, parts, mtime)?;
-            }
-            Op::Image {
-                image,
-                prefix,
-                resolv,
-            } => {
-                let src = queue.open_next()?;
-                log::info!("placing {} at /{prefix}", image.reference);
-                let p = Placement {
-                    image: &image.reference,
-                    prefix,
-                    filter: true,
-                    resolv: *resolv,
-                    mtime,
-                };
-                rewrite::place(src, &mut w, &p)?;
-            }
+            Op::Kernel { .. } | Op::Image { .. } => match queue.open_next()? {
+                Next::Stream(src) => write_export(op, src, mtime, &mut w)?,
+                Next::Ahead(a) => {
+                    let placing = a.shared.clone();
+                    let appended = placing
+                        .spool
+                        .reader()
+                        .and_then(|mut r| w.sink.append_tar(&mut r));
+                    let helper_failed = placing.spool.has_failed();
+                    if appended.is_err() {
+                        queue.cancel();
+                    }
+                    let placed = a.wait();
+                    match (appended, placed) {
+                        (Ok(()), Ok(())) => {}
+                        (_, Err(e)) if helper_failed => return Err(e),
+                        (Err(e), _) => return Err(write_err(e)),
+                        (Ok(()), Err(e)) => return Err(e),
+                    }
+                    let has = std::mem::take(&mut *lock(&placing.has));
+                    w.has.extend(has);
+                }
+            },
             Op::UserFile(f) => user_file(&mut w, f, mtime).with_context(|| f.what.clone())?,
         }
     }
     queue.finish();
     Ok(())
+}
+
+/// Writes one exported image's op (kernel or image placement) from its stream.
+fn write_export(op: &Op, src: ImageStream, mtime: u64, sink: &mut dyn Sink) -> anyhow::Result<()> {
+    match op {
+        Op::Kernel { parts, .. } => rewrite::kernel::kernel(src, sink, parts, mtime),
+        Op::Image {
+            image,
+            prefix,
+            resolv,
+        } => {
+            log::info!("placing {} at /{prefix}", image.reference);
+            let p = Placement {
+                image: &image.reference,
+                prefix,
+                filter: true,
+                resolv: *resolv,
+                mtime,
+            };
+            Ok(rewrite::place(src, sink, &p)?)
+        }
+        _ => bail!("internal error: not an export"),
+    }
+}
+
+/// Places images ahead of their turn, each into a [`GrowingSpool`] that the executor
+/// moves into the output as it grows.
+struct Placer {
+    /// The plan's kernel and image ops, in export order.
+    exported: Vec<Op>,
+    mtime: u64,
+    watch: Arc<HashSet<Name>>,
+    spool_dir: Option<PathBuf>,
+}
+
+/// One image being placed ahead: its spool, and the watched names it holds (set at the end).
+struct Placing {
+    spool: GrowingSpool,
+    has: Mutex<HashSet<Name>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Helper for Placer {
+    type Shared = Placing;
+
+    fn start(&self, _k: usize) -> anyhow::Result<Arc<Placing>> {
+        let spool = GrowingSpool::new_in(self.spool_dir.as_deref()).with_context(|| match &self
+            .spool_dir
+        {
+            Some(d) => format!("creating a spool file in {}", d.display()),
+            None => "creating a spool file".to_string(),
+        })?;
+        Ok(Arc::new(Placing {
+            spool,
+            has: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    fn run(&self, k: usize, src: ImageStream, shared: &Placing) -> anyhow::Result<()> {
+        let op = self
+            .exported
+            .get(k)
+            .context("internal error: an export the plan does not have")?;
+        let mut tar = TarSink::new(Counting {
+            inner: BufWriter::with_capacity(256 << 10, shared.spool.writer()),
+            n: 0,
+        });
+        let mut w = Watch {
+            sink: &mut tar,
+            watch: self.watch.clone(),
+            has: HashSet::new(),
+        };
+        write_export(op, src, self.mtime, &mut w)?;
+        *lock(&shared.has) = w.has;
+        let c = tar.get_mut();
+        c.inner.flush().context("writing a spool file")?;
+        // The end-of-archive blocks the sink writes when dropped fall past this length.
+        shared.spool.done(c.n);
+        Ok(())
+    }
+
+    fn failed(&self, shared: &Placing) {
+        shared.spool.fail();
+    }
+}
+
+/// A writer counting what went through it.
+struct Counting<W: Write> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn write_err(e: io::Error) -> anyhow::Error {
@@ -78,7 +224,7 @@ fn write_err(e: io::Error) -> anyhow::Error {
 /// The sink, remembering which ancestors of `files` entries the output has.
 struct Watch<'a> {
     sink: &'a mut dyn Sink,
-    watch: HashSet<Name>,
+    watch: Arc<HashSet<Name>>,
     has: HashSet<Name>,
 }
 

@@ -19,4 +19,5 @@ pub mod rewrite;
 pub mod signals;
 pub mod source;
 pub mod spec;
+pub mod spool;
 pub mod text;

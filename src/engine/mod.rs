@@ -54,8 +54,9 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 
 pub use crate::source::readahead::ByteStream;
 
-/// Chunks of an export read ahead of the rewrite (the engine sends up to ~150 KB a chunk).
-const READ_AHEAD: usize = 16;
+/// Batches of an export read ahead of the rewrite (each 128 to 256 KiB, see
+/// `source::readahead`): at most 768 KiB queued.
+const READ_AHEAD: usize = 3;
 
 /// A container engine.
 pub trait Engine: Send + Sync {

@@ -62,6 +62,9 @@ impl<W: Write> Compressor<W> {
     }
 }
 
+/// Spooled tar bytes go through the compressor like any others.
+impl<W: Write> crate::archive::TakeFile for Compressor<W> {}
+
 impl<W: Write> Write for Compressor<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {

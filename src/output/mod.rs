@@ -11,9 +11,10 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::archive::Sink;
+use crate::archive::{Sink, TakeFile};
 use crate::owner;
 use pipe::Threaded;
+use writeback::WriteBehind;
 
 pub mod compress;
 pub mod cpio;
@@ -23,6 +24,7 @@ pub mod kernel;
 pub mod pipe;
 pub mod tar;
 pub mod tee;
+pub mod writeback;
 pub mod zstd;
 
 pub use compress::Codec;
@@ -352,7 +354,7 @@ fn remove_stale_temporaries(dir: &Path, base: &str) {
 pub struct AtomicFile {
     tmp: Option<tempfile::NamedTempFile>,
     target: PathBuf,
-    writer: Option<Threaded<File>>,
+    writer: Option<Threaded<WriteBehind>>,
 }
 
 impl AtomicFile {
@@ -384,7 +386,7 @@ impl AtomicFile {
         Ok(AtomicFile {
             tmp: Some(tmp),
             target: target.to_path_buf(),
-            writer: Some(Threaded::new(file).map_err(io_err)?),
+            writer: Some(Threaded::new(WriteBehind::new(file)).map_err(io_err)?),
         })
     }
 
@@ -407,7 +409,7 @@ impl AtomicFile {
     /// Flushes, syncs, gives the file mode 0644 and renames it to the target.
     pub fn commit(mut self) -> io::Result<()> {
         if let Some(w) = self.writer.take() {
-            let file = w.finish()?;
+            let file = w.finish()?.into_inner();
             file.sync_all()?;
         }
         let Some(tmp) = self.tmp.take() else {
@@ -421,6 +423,15 @@ impl AtomicFile {
         tmp.persist(&self.target).map_err(|e| e.error)?;
         pending().retain(|p| p != &path);
         Ok(())
+    }
+}
+
+impl TakeFile for AtomicFile {
+    fn take_file(&mut self, file: File, len: u64) -> io::Result<()> {
+        match &mut self.writer {
+            Some(w) => w.take_file(file, len),
+            None => Err(io::Error::other("output already committed")),
+        }
     }
 }
 
@@ -497,6 +508,16 @@ impl FileOut {
             FileOut::Atomic(a) => a.commit(),
             FileOut::Stdout(w) => w.finish().map(drop),
             FileOut::InPlace(w) => w.finish().map(drop),
+        }
+    }
+}
+
+impl TakeFile for FileOut {
+    fn take_file(&mut self, file: File, len: u64) -> io::Result<()> {
+        match self {
+            FileOut::Atomic(a) => a.take_file(file, len),
+            FileOut::Stdout(s) => s.take_file(file, len),
+            FileOut::InPlace(f) => f.take_file(file, len),
         }
     }
 }

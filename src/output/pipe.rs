@@ -4,36 +4,54 @@
 //! of [`CHUNK`] bytes in flight, so memory stays bounded); emptied chunks come back for
 //! reuse. A write error of the thread is returned by the next write or by
 //! [`Threaded::finish`], with its kind kept (a closed pipe stays `BrokenPipe`).
+//!
+//! A file can be queued too ([`TakeFile`]): the thread copies it in, after what was
+//! written before, the way the inner writer takes files (inside the kernel for an output
+//! file).
 
+use std::fs::File;
 use std::io::{self, Write};
+
+use crate::archive::TakeFile;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 /// Bytes handed to the writing thread at once.
-pub const CHUNK: usize = 1 << 20;
+pub const CHUNK: usize = 512 << 10;
 /// Chunks queued for the writing thread at most (besides the one it is writing).
 pub const DEPTH: usize = 2;
 
+/// What the writing thread is handed.
+enum Job {
+    Bytes(Vec<u8>),
+    File(File, u64),
+}
+
 /// A [`Write`] whose bytes are written by another thread.
-pub struct Threaded<W: Write + Send + 'static> {
+pub struct Threaded<W: TakeFile + Send + 'static> {
     buf: Vec<u8>,
-    to_thread: Option<SyncSender<Vec<u8>>>,
+    to_thread: Option<SyncSender<Job>>,
     spare: Receiver<Vec<u8>>,
     thread: Option<JoinHandle<io::Result<W>>>,
 }
 
-impl<W: Write + Send + 'static> Threaded<W> {
+impl<W: TakeFile + Send + 'static> Threaded<W> {
     /// Starts the writing thread for `inner`.
     pub fn new(mut inner: W) -> io::Result<Threaded<W>> {
-        let (to_thread, from_main) = sync_channel::<Vec<u8>>(DEPTH);
-        let (give_back, spare) = sync_channel::<Vec<u8>>(DEPTH + 2);
+        let (to_thread, from_main) = sync_channel::<Job>(DEPTH);
+        let (give_back, spare) = sync_channel::<Vec<u8>>(DEPTH);
         let thread = std::thread::Builder::new()
             .name("imagesmith-write".into())
             .spawn(move || {
-                for mut chunk in from_main {
-                    inner.write_all(&chunk)?;
-                    chunk.clear();
-                    let _ = give_back.try_send(chunk);
+                for job in from_main {
+                    match job {
+                        Job::Bytes(mut chunk) => {
+                            inner.write_all(&chunk)?;
+                            chunk.clear();
+                            let _ = give_back.try_send(chunk);
+                        }
+                        Job::File(f, len) => inner.take_file(f, len)?,
+                    }
                 }
                 inner.flush()?;
                 Ok(inner)
@@ -56,7 +74,11 @@ impl<W: Write + Send + 'static> Threaded<W> {
             .try_recv()
             .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
         let chunk = std::mem::replace(&mut self.buf, next);
-        let sent = self.to_thread.as_ref().map(|t| t.send(chunk));
+        self.hand(Job::Bytes(chunk))
+    }
+
+    fn hand(&mut self, job: Job) -> io::Result<()> {
+        let sent = self.to_thread.as_ref().map(|t| t.send(job));
         match sent {
             Some(Ok(())) => Ok(()),
             // The thread ended: it failed; its error says why.
@@ -86,7 +108,15 @@ impl<W: Write + Send + 'static> Threaded<W> {
     }
 }
 
-impl<W: Write + Send + 'static> Write for Threaded<W> {
+impl<W: TakeFile + Send + 'static> TakeFile for Threaded<W> {
+    /// Queues the file after the bytes written so far; the thread copies it in.
+    fn take_file(&mut self, file: File, len: u64) -> io::Result<()> {
+        self.send()?;
+        self.hand(Job::File(file, len))
+    }
+}
+
+impl<W: TakeFile + Send + 'static> Write for Threaded<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let room = CHUNK - self.buf.len();
         let n = data.len().min(room);
@@ -104,7 +134,7 @@ impl<W: Write + Send + 'static> Write for Threaded<W> {
     }
 }
 
-impl<W: Write + Send + 'static> Drop for Threaded<W> {
+impl<W: TakeFile + Send + 'static> Drop for Threaded<W> {
     fn drop(&mut self) {
         // Unfinished (an error elsewhere): stop the thread; what it still writes is
         // discarded with the temporary file.
@@ -133,6 +163,7 @@ mod tests {
 
     #[derive(Debug)]
     struct Closed;
+    impl TakeFile for Closed {}
     impl Write for Closed {
         fn write(&mut self, _: &[u8]) -> io::Result<usize> {
             Err(io::Error::from(io::ErrorKind::BrokenPipe))

@@ -4,7 +4,7 @@
 
 use std::io::{self, Read};
 
-use crate::archive::{Entry, Kind, Sink, TarSink};
+use crate::archive::{Entry, Kind, Sink, Spool, TarSink, take_spool};
 use crate::output::compress::{Codec, Compressor};
 use crate::output::{FileOut, Output};
 
@@ -24,6 +24,11 @@ impl TarOutput {
 impl Sink for TarOutput {
     fn append(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
         self.sink.append(entry, data)
+    }
+
+    /// The spool is this sink's own encoding: its bytes go in whole.
+    fn append_tar(&mut self, spool: &mut dyn Spool) -> io::Result<()> {
+        take_spool(self.sink.get_mut(), spool)
     }
 }
 
@@ -49,6 +54,11 @@ impl CompressedTarOutput {
 impl Sink for CompressedTarOutput {
     fn append(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
         self.sink.append(entry, data)
+    }
+
+    /// The spool is this sink's own encoding: its bytes go in whole.
+    fn append_tar(&mut self, spool: &mut dyn Spool) -> io::Result<()> {
+        take_spool(self.sink.get_mut(), spool)
     }
 }
 
@@ -80,6 +90,11 @@ impl DockerOutput {
 impl Sink for DockerOutput {
     fn append(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
         self.sink.append(entry, data)
+    }
+
+    /// The spool is this sink's own encoding: its bytes go in whole.
+    fn append_tar(&mut self, spool: &mut dyn Spool) -> io::Result<()> {
+        take_spool(self.sink.get_mut(), spool)
     }
 }
 

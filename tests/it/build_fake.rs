@@ -361,3 +361,169 @@ fn several_formats_from_one_pass_equal_their_single_builds() {
     );
     assert!(output::targets(&[Format::Tar, Format::Tar], None, None, None, None).is_err());
 }
+
+/// The fake engine of the `--jobs` tests: a kernel, an init providing `etc`, two images
+/// (one with an extended attribute, a long name and a hard link), and one more image when
+/// `broken` names it, whose export is not a tar.
+fn jobs_engine(broken: Option<&str>) -> Arc<FakeEngine> {
+    let mut e = FakeEngine::new();
+    let modules = tar_of(&[
+        (Entry::dir("lib", 0o755, 9), &b""[..]),
+        (Entry::file("lib/m.ko", 0o644, 9, 1), b"m"),
+    ]);
+    e.add(
+        "k/kernel:1",
+        ImageInfo::default(),
+        tar_of(&[
+            (Entry::file("kernel", 0o600, 9, 3), &b"krn"[..]),
+            (
+                Entry::file("kernel.tar", 0o644, 9, modules.len() as u64),
+                &modules,
+            ),
+        ]),
+    );
+    e.add(
+        "i/init:1",
+        ImageInfo::default(),
+        tar_of(&[
+            (Entry::dir("etc", 0o755, 9), &b""[..]),
+            (Entry::file("etc/passwd", 0o644, 9, 1), b"p"),
+        ]),
+    );
+    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let long = format!("usr/{}/file", "d".repeat(150));
+    let mut xattr = Entry::file("bin/ping", 0o755, 9, 4);
+    xattr.pax = vec![(
+        "SCHILY.xattr.security.capability".into(),
+        b"\x01\x00\x00\x02\n\x20".to_vec(),
+    )];
+    let mut link = Entry::new(
+        "bin/ping2",
+        imagesmith::archive::Kind::Link(b"bin/ping".to_vec()),
+        0o755,
+        9,
+        0,
+    );
+    link.uid = 0;
+    e.add(
+        "a/one:1",
+        ImageInfo::default(),
+        tar_of(&[
+            (Entry::dir("bin", 0o755, 9), &b""[..]),
+            (xattr, &b"ping"[..]),
+            (link, &b""[..]),
+            (Entry::file(long.as_str(), 0o644, 9, 2), &b"ln"[..]),
+            (Entry::file("big", 0o644, 9, big.len() as u64), &big[..]),
+        ]),
+    );
+    e.add(
+        "b/two:1",
+        ImageInfo::default(),
+        tar_of(&[
+            (Entry::dir("opt", 0o755, 9), &b""[..]),
+            (Entry::file("opt/two", 0o644, 9, 3), &b"two"[..]),
+        ]),
+    );
+    if let Some(name) = broken {
+        e.add(name, ImageInfo::default(), vec![1u8; 4096]);
+    }
+    Arc::new(e)
+}
+
+/// Every format, several formats at once included, is the same bytes whatever `--jobs`
+/// is: images placed ahead into spools (moved in whole for the tar formats, read back
+/// entry by entry for the others) change nothing, and `files` entries still see the
+/// parents that images placed ahead provided.
+#[test]
+fn every_format_is_the_same_whatever_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let yml = write_file(
+        dir.path(),
+        "sys.yml",
+        "kernel:\n  image: k/kernel:1\n  cmdline: console=ttyS0\ninit:\n  - i/init:1\n  - b/two:1\n\
+         onboot:\n  - name: one\n    image: a/one:1\n    command: [/bin/ping]\nservices:\n  - name: two\n    image: b/two:1\n    command: [/bin/two]\n\
+         files:\n  - path: etc/motd\n    contents: hi\n  - path: opt/extra/conf\n    contents: x\n",
+    );
+    let cases: Vec<Vec<Format>> = vec![
+        vec![Format::Tar],
+        vec![Format::TarGz],
+        vec![Format::TarZst],
+        vec![Format::Docker],
+        vec![Format::KernelInitrd],
+        vec![Format::TarKernelInitrd],
+        vec![Format::Tar, Format::KernelInitrd],
+    ];
+    for formats in cases {
+        let mut outputs = Vec::new();
+        for ahead in [0, 1, 3] {
+            let out = dir.path().join(format!("{formats:?}-{ahead}"));
+            let mut opts = options_with(
+                &yml,
+                output::targets(&formats, None, Some("sys"), Some(&out), None).unwrap(),
+                Some(&out),
+            );
+            opts.ahead = ahead;
+            let engine = jobs_engine(None);
+            run_fake(&opts, engine.clone()).expect("build");
+            assert!(engine.live_containers().is_empty());
+            let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&out)
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    (name, std::fs::read(e.path()).unwrap())
+                })
+                .collect();
+            files.sort();
+            assert!(!files.is_empty());
+            outputs.push(files);
+        }
+        assert!(
+            outputs[0] == outputs[1] && outputs[0] == outputs[2],
+            "{formats:?}: the output changed with --jobs"
+        );
+        if formats == [Format::Tar] {
+            let entries = read_tar(&outputs[0][0].1);
+            let names: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+            // `opt` comes from b/two (placed ahead when --jobs > 1): the `files` entry
+            // under it adds `opt/extra` only, not `opt` again.
+            assert_eq!(
+                names.iter().filter(|n| **n == "opt").count(),
+                1,
+                "{names:?}"
+            );
+            assert_eq!(names.iter().filter(|n| **n == "opt/extra").count(), 1);
+            assert!(names.contains(&"opt/extra/conf"), "{names:?}");
+        }
+    }
+}
+
+/// An image placed ahead of its turn that fails is reported with its own error (its name,
+/// what is wrong), not as a failed spool; nothing is left behind.
+#[test]
+fn an_image_failing_ahead_is_reported_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let yml = write_file(
+        dir.path(),
+        "sys.yml",
+        "init:\n  - i/init:1\nonboot:\n  - name: one\n    image: a/one:1\n    command: [/bin/ping]\n  - name: bad\n    image: c/broken:1\n    command: [/x]\n",
+    );
+    for ahead in [0, 2] {
+        let out = dir.path().join(format!("out-{ahead}.tar"));
+        let mut opts = options(&yml, &out, Format::Tar);
+        opts.ahead = ahead;
+        let engine = jobs_engine(Some("c/broken:1"));
+        let err = format!(
+            "{:#}",
+            run_fake(&opts, engine.clone()).expect_err("broken image")
+        );
+        assert!(
+            err.contains("c/broken:1") && err.contains("malformed tar header"),
+            "--jobs {}: {err}",
+            ahead + 1
+        );
+        assert!(!err.contains("placed ahead"), "{err}");
+        assert!(!out.exists());
+        assert!(engine.live_containers().is_empty());
+    }
+}

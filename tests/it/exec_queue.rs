@@ -67,6 +67,14 @@ struct Run {
     exports: Exports,
 }
 
+fn exec_options(ahead: usize) -> exec::ExecOptions {
+    exec::ExecOptions {
+        ahead,
+        mtime: 1,
+        spool_dir: None,
+    }
+}
+
 fn run_with(
     rt: &tokio::runtime::Runtime,
     engine: FakeEngine,
@@ -75,7 +83,7 @@ fn run_with(
     sink: &mut dyn Sink,
 ) -> (anyhow::Result<()>, Arc<FakeEngine>, Exports) {
     with_plan(rt, engine, spec, jobs, |p, exports| {
-        exec::execute(p, Arc::new(exports.clone()), jobs - 1, 1, sink)
+        exec::execute(p, Arc::new(exports.clone()), &exec_options(jobs - 1), sink)
     })
 }
 
@@ -254,7 +262,7 @@ fn containers_are_removed_on_a_panic() {
     };
     let (caught, engine, exports) = with_plan(&rt, engine(IMAGES), &spec, 3, |p, exports| {
         catch_unwind(AssertUnwindSafe(|| {
-            let _ = exec::execute(p, Arc::new(exports.clone()), 2, 1, &mut sink);
+            let _ = exec::execute(p, Arc::new(exports.clone()), &exec_options(2), &mut sink);
         }))
     });
     assert!(caught.is_err(), "the sink panicked");
