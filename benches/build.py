@@ -20,6 +20,8 @@ Cases, each run once per round, the rounds alternating every case (floors includ
   floor: spec  create + export to a file + fsync + rm of every image of `spec`, in turn
                (fsync because imagesmith syncs its output before renaming it)
   floor: spec -> /dev/null   the same to /dev/null
+  floor: write  a copy of the spec's tar output + fsync (what writing the output costs at
+               least: the bound of a warm build)
   then imagesmith: `one` as tar to a file; `spec` as tar (default flags, and --jobs 2),
   kernel+initrd (gzip, zstd) and tar.zst.
 Columns: median wall, median CPU (user+sys of the command and its children, GNU time),
@@ -291,6 +293,21 @@ def export_floor(images, out_dir):
     return wall
 
 
+def write_floor(src, work):
+    """Seconds to write a copy of `src` (the spec's tar) beside it and fsync it: what any
+    build of that output costs at least, whatever it reads (`shutil.copyfile`, which is
+    in-kernel on Linux)."""
+    import shutil
+    dst = os.path.join(work, "write-floor.tar")
+    start = time.monotonic()
+    shutil.copyfile(src, dst)
+    with open(dst, "rb+") as f:
+        os.fsync(f.fileno())
+    wall = time.monotonic() - start
+    os.remove(dst)
+    return wall
+
+
 def du(path):
     if os.path.isdir(path):
         return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
@@ -327,6 +344,11 @@ def main():
         for _, _, setup, _, _ in VARIANTS:
             if setup:
                 setup(ctx)
+        # The spec's tar, for the write floor.
+        ref = os.path.join(work, "ref.tar")
+        sh(opts.bin, "-q", "build", "--cache-dir", os.path.join(work, "cache"), "-o", ref,
+           specs["spec"])
+        floors["write: spec's tar copied + fsync"] = lambda: write_floor(ref, work)
         walls = {k: [] for k in floors}
         res = {(c.name, v[0]): {"wall": [], "cpu": [], "rss": [], "size": 0} for c, v in rows}
         for r in range(opts.runs):
@@ -354,7 +376,8 @@ def main():
         print("| " + " | ".join(head) + " |")
         print("|---|" + "---:|" * (len(head) - 1))
         for k, w in floor.items():
-            print(f"| floor: {k} (engine alone) | {w:.2f} | | | | | |")
+            what = "" if k.startswith("write") else " (engine alone)"
+            print(f"| floor: {k}{what} | {w:.2f} | | | | | |")
         for c, (vname, _, _, _, _) in rows:
             m = res[(c.name, vname)]
             wall = statistics.median(m["wall"])
@@ -363,6 +386,9 @@ def main():
             if vname != VARIANTS[0][0]:
                 cold = statistics.median(res[(c.name, VARIANTS[0][0])]["wall"])
                 vs_tar = f"{wall / cold:.2f}× the engine row"
+                if c.spec == "spec":
+                    write = floor["write: spec's tar copied + fsync"]
+                    vs_tar += f", {wall / write:.2f}× the write floor"
             print(f"| {name} | {wall:.2f} | {statistics.median(m['cpu']):.2f} "
                   f"| {max(m['rss']) / 1024:.1f} | {m['size'] / MIB:.0f} "
                   f"| {wall / floor[c.floor]:.2f}× ({c.floor}) | {vs_tar} |")

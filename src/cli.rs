@@ -164,8 +164,13 @@ struct BuildArgs {
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     /// Neither read nor fill the image cache.
-    #[arg(long, conflicts_with = "cache_dir")]
+    #[arg(long, conflicts_with_all = ["cache_dir", "cache_size"])]
     no_cache: bool,
+    /// The cache's size limit: after the build, least recently used entries are removed
+    /// until the cache takes at most SIZE (the build's own are spared). K, M, G, T are
+    /// powers of 1024 (e.g. 500M, 20G).
+    #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = cache::parse_size)]
+    cache_size: u64,
     /// Disk size of raw-efi and qcow2-efi (e.g. 300M, 2G; a bare number is MiB). Default:
     /// what the content needs plus a margin.
     #[arg(long, value_parser = output::disk::parse_size)]
@@ -261,7 +266,7 @@ fn build_options(args: &BuildArgs) -> anyhow::Result<BuildOptions> {
             match cache_dir(args.cache_dir.as_deref()) {
                 Ok(dir) => Some(CacheOptions {
                     dir,
-                    limit: cache::DEFAULT_LIMIT,
+                    limit: args.cache_size,
                 }),
                 Err(e) => {
                     log::warn!("{e}; building without a cache");

@@ -178,7 +178,7 @@ impl Helper for Placer {
             .get(k)
             .context("internal error: an export the plan does not have")?;
         let mut tar = TarSink::new(Counting {
-            inner: BufWriter::with_capacity(256 << 10, shared.spool.writer()),
+            inner: BufWriter::with_capacity(128 << 10, shared.spool.writer()),
             n: 0,
         });
         let mut w = Watch {

@@ -116,6 +116,7 @@ impl DockerEngine {
                     env: c.env,
                     working_dir: c.working_dir.unwrap_or_default(),
                     labels: c.labels.unwrap_or_default().into_iter().collect(),
+                    size: i.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
                 }))
             }
             Err(BollardError::DockerResponseServerError {

@@ -52,6 +52,9 @@ impl FakeEngine {
         if info.id.is_empty() {
             info.id = format!("sha256:{:064x}", self.images.len() + 1);
         }
+        if info.size == 0 {
+            info.size = tar.len() as u64;
+        }
         self.images.insert(key, (info, Bytes::from(tar)));
     }
 

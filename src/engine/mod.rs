@@ -55,8 +55,8 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 pub use crate::source::readahead::ByteStream;
 
 /// Batches of an export read ahead of the rewrite (each 128 to 256 KiB, see
-/// `source::readahead`): at most 768 KiB queued.
-const READ_AHEAD: usize = 3;
+/// `source::readahead`): at most 512 KiB queued.
+const READ_AHEAD: usize = 2;
 
 /// A container engine.
 pub trait Engine: Send + Sync {

@@ -39,7 +39,7 @@ impl<W: TakeFile + Send + 'static> Threaded<W> {
     /// Starts the writing thread for `inner`.
     pub fn new(mut inner: W) -> io::Result<Threaded<W>> {
         let (to_thread, from_main) = sync_channel::<Job>(DEPTH);
-        let (give_back, spare) = sync_channel::<Vec<u8>>(DEPTH);
+        let (give_back, spare) = sync_channel::<Vec<u8>>(1);
         let thread = std::thread::Builder::new()
             .name("imagesmith-write".into())
             .spawn(move || {

@@ -257,6 +257,7 @@ pub fn image_info(reference: &str, id: &str, config: &[u8]) -> Result<ImageInfo,
         env: r.env,
         working_dir: r.working_dir.unwrap_or_default(),
         labels: r.labels.unwrap_or_default(),
+        size: 0,
     })
 }
 

@@ -65,6 +65,10 @@ pub struct ImageInfo {
     /// Empty when unset.
     pub working_dir: String,
     pub labels: BTreeMap<String, String>,
+    /// The image's size as its source reports it (the engine's `Size`: the bytes of its file
+    /// system); 0 when unknown. Used only to schedule exports: with `--jobs`, larger images
+    /// start first ([`queue::ExportQueue`]).
+    pub size: u64,
 }
 
 impl ImageInfo {

@@ -1,6 +1,6 @@
 //! The ordered export queue: hands the executor each image in output order. With
-//! `ahead > 0`, the next `ahead` images are opened on helper threads while the executor
-//! writes the current one; each helper runs the caller's [`Helper`] on its stream (the
+//! `ahead > 0`, up to `ahead` later images are opened on helper threads while the executor
+//! writes the current one (the largest waiting ones first, see [`ExportQueue::open_next`]); each helper runs the caller's [`Helper`] on its stream (the
 //! executor places the image into a spool file there) and shares something with the
 //! executor while it runs (the spool, which the executor reads as it grows). The order
 //! never changes.
@@ -79,8 +79,8 @@ impl<H: Helper> ExportQueue<H> {
         }
     }
 
-    /// The next image: a helper's when one took it, else its stream, opened now. The next
-    /// `ahead` images are handed to helpers first.
+    /// The next image: a helper's when one took it, else its stream, opened now. Free
+    /// helpers first take later images, the largest first.
     pub fn open_next(&mut self) -> anyhow::Result<Next<H::Shared>> {
         let k = self.next;
         let info = self
@@ -90,11 +90,9 @@ impl<H: Helper> ExportQueue<H> {
             .ok_or_else(|| anyhow!("internal error: more exports than planned"))?;
         self.next += 1;
         let taken = self.helpers.remove(&k);
-        for j in k + 1..(k + 1 + self.ahead).min(self.queue.len()) {
-            if !self.helpers.contains_key(&j) {
-                let ahead = self.spawn(j)?;
-                self.helpers.insert(j, ahead);
-            }
+        for j in self.to_start(k) {
+            let ahead = self.spawn(j)?;
+            self.helpers.insert(j, ahead);
         }
         match taken {
             Some(a) => Ok(Next::Ahead(a)),
@@ -103,6 +101,25 @@ impl<H: Helper> ExportQueue<H> {
                 Ok(Next::Stream(self.source.open(&info)?))
             }
         }
+    }
+
+    /// The images to hand to helpers now, with the `k`-th about to be written: as many as
+    /// there are free helpers (`ahead` minus those still running), the largest first
+    /// among those after `k` not started yet (ties in output order). A large image is the
+    /// long pole of a build, so it starts as early as it can; small ones fit around it.
+    fn to_start(&self, k: usize) -> Vec<usize> {
+        let running = self
+            .helpers
+            .values()
+            .filter(|a| !a.handle.is_finished())
+            .count();
+        let free = self.ahead.saturating_sub(running);
+        let mut waiting: Vec<usize> = (k + 1..self.queue.len())
+            .filter(|j| !self.helpers.contains_key(j))
+            .collect();
+        waiting.sort_by_key(|&j| std::cmp::Reverse(self.queue[j].size));
+        waiting.truncate(free);
+        waiting
     }
 
     fn spawn(&self, j: usize) -> anyhow::Result<Ahead<H::Shared>> {

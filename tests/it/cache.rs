@@ -432,3 +432,61 @@ fn cache_ls_rm_prune() {
     let bad = cache_cli(&cache, &["prune", "--keep-size", "lots"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// `build --cache-size` sets the limit the build evicts down to: the least recently used
+/// entries go, the build's own stay; a bad size is a usage error.
+#[test]
+fn cache_size_option_evicts_down_to_it() {
+    let a = image("cache-size-a");
+    let b = image("cache-size-b");
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let out = d.path().join("out.tar");
+    run_ok(&mut build_cmd(&spec(d.path(), &[&a.name]), &out, &cache));
+    run_ok(&mut build_cmd(&spec(d.path(), &[&b.name]), &out, &cache));
+    assert_eq!(entries(&cache).len(), 2, "the default limit keeps both");
+    run_ok(build_cmd(&spec(d.path(), &[&b.name]), &out, &cache).args(["--cache-size", "1K"]));
+    let left = stdout(&cache_cli(&cache, &["ls"]));
+    assert!(left.contains(&b.name) && !left.contains(&a.name), "{left}");
+    assert_eq!(entries(&cache).len(), 1);
+    let bad = build_cmd(&spec(d.path(), &[&b.name]), &out, &cache)
+        .args(["--cache-size", "lots"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+}
+
+/// Damage found in an image that a helper places ahead of its turn (`--jobs` > 1) is
+/// handled as on the build thread: the build starts over without the entry and writes the
+/// same bytes.
+#[test]
+fn cache_damage_in_an_image_placed_ahead_is_handled() {
+    let first = image("cache-ahead-first");
+    let img = image("cache-ahead-damaged");
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let yml = spec(d.path(), &[&first.name, &img.name]);
+    let cold = d.path().join("cold.tar");
+    run_ok(build_cmd(&yml, &cold, &cache).args(["--jobs", "1"]));
+    let cold_bytes = fs::read(&cold).unwrap();
+    let short = &img.id["sha256:".len()..];
+    let entry = entries(&cache)
+        .into_iter()
+        .find(|e| e.to_string_lossy().contains(short))
+        .expect("the entry of the second image");
+    let len = fs::metadata(&entry).unwrap().len() as usize;
+    flip(&entry, len - 32 - 700);
+    let out = d.path().join("out.tar");
+    let (o, creates) = run_counting_creates(build_cmd(&yml, &out, &cache).args(["--jobs", "3"]));
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("damaged") && err.contains("building again"),
+        "{err}"
+    );
+    assert_eq!(
+        creates, 1,
+        "only the damaged image is fetched again:\n{err}"
+    );
+    assert_eq!(fs::read(&out).unwrap(), cold_bytes);
+}

@@ -306,3 +306,56 @@ fn exports_opened_after_remove_all_are_removed_at_once() {
     drop(first);
     assert!(exports.live().is_empty());
 }
+
+/// With `--jobs 3`, the two free helpers first take the two largest later images (by the
+/// size the source reports), not the next two in output order; the output is unchanged.
+#[test]
+fn helpers_start_the_largest_images_first() {
+    let rt = runtime();
+    let n = 5;
+    let sizes = [0u64, 10, 20, 5_000, 9_000];
+    let mk = || {
+        let mut e = FakeEngine::new();
+        e.chunk_size = 8 * 1024;
+        e.chunk_delay = Duration::from_millis(4);
+        for (i, size) in sizes.iter().enumerate() {
+            let info = ImageInfo {
+                size: (*size).max(1),
+                ..ImageInfo::default()
+            };
+            e.add(&format!("test/jobs{i}:1"), info, image_tar(i));
+        }
+        e
+    };
+    let spec = spec(n);
+    let mut sink = TarSink::new(Vec::new());
+    let (res, engine, _) = run_with(&rt, mk(), &spec, 3, &mut sink);
+    res.expect("build succeeds");
+    let created: Vec<String> = engine
+        .events()
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Create { image, .. } => Some(image.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created.len(), n, "{created:?}");
+    let mut first: Vec<&str> = created[..3].iter().map(String::as_str).collect();
+    first.sort();
+    assert_eq!(
+        first,
+        [
+            "docker.io/test/jobs0:1",
+            "docker.io/test/jobs3:1",
+            "docker.io/test/jobs4:1"
+        ],
+        "{created:?}"
+    );
+    let mut one = TarSink::new(Vec::new());
+    let (res, _, _) = run_with(&rt, mk(), &spec, 1, &mut one);
+    res.expect("build succeeds");
+    assert!(
+        one.finish().unwrap() == sink.finish().unwrap(),
+        "the order of exports changed the output"
+    );
+}
