@@ -177,9 +177,12 @@ pub fn run(opts: &BuildOptions, connect: Connect<'_>) -> anyhow::Result<Report> 
 }
 
 /// Where the executor's spool files go: beside the first output file, so that moving a
-/// spool into it stays on one file system (see `exec`).
+/// spool into it stays on one file system (see `exec`); the system's temporary directory
+/// for standard output, and for a device or FIFO written in place (its directory may be
+/// `/dev`).
 fn spool_dir(targets: &[output::Target]) -> Option<PathBuf> {
     targets.iter().find_map(|t| match &t.destination {
+        output::Destination::File(p) if std::fs::metadata(p).is_ok_and(|m| !m.is_file()) => None,
         output::Destination::File(p) => Some(match p.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
