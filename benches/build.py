@@ -15,7 +15,8 @@ reused when already there):
 and two specs: `one` (big1 as init) and `spec` (kernel, init, big1 as onboot, big2 and small
 as services). --small divides every size by 10 (a quick check that everything runs).
 
-Cases, each run once per round, the rounds alternating every case (floors included):
+Cases, each run once per round, the rounds alternating every case (floors included), every
+other round in reverse order, each after a `sync` and a second's pause:
   floor: one   create + export -> /dev/null + rm of big1 (the engine alone)
   floor: spec  create + export to a file + fsync + rm of every image of `spec`, in turn
                (fsync because imagesmith syncs its output before renaming it)
@@ -308,6 +309,12 @@ def write_floor(src, work):
     return wall
 
 
+def settle():
+    """Syncs the disk and waits a second: each measurement starts from a quiet disk."""
+    os.sync()
+    time.sleep(1)
+
+
 def du(path):
     if os.path.isdir(path):
         return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
@@ -353,9 +360,15 @@ def main():
         res = {(c.name, v[0]): {"wall": [], "cpu": [], "rss": [], "size": 0} for c, v in rows}
         for r in range(opts.runs):
             print(f"round {r + 1}/{opts.runs}", file=sys.stderr)
-            for k, f in floors.items():
+            # Every other round runs the cases in reverse order, so that no case always
+            # follows the same one; before each, the disk is synced and left to settle
+            # (what the previous case deleted is not written back on this one's time).
+            forward = r % 2 == 0
+            for k, f in (list(floors.items()) if forward else reversed(floors.items())):
+                settle()
                 walls[k].append(f())
-            for c, (vname, vargs, _, _, vspec) in rows:
+            for c, (vname, vargs, _, _, vspec) in (rows if forward else reversed(rows)):
+                settle()
                 out = os.path.join(work, "out")
                 vargs = [a.replace("{work}", work) for a in vargs]
                 cmd = [opts.bin, "-q", "build", *c.args, *vargs]
