@@ -3,11 +3,12 @@
 //! per-image rewrite ([`rewrite::place`], [`rewrite::kernel::kernel`]), generated entries,
 //! and `files` entries with the parents the output does not have yet.
 //!
-//! Images after the current one (`ahead` of them) are exported and rewritten at the same
-//! time on helper threads, each into a spool file holding the entries as a tar; at its
-//! turn a spool is handed to the sink whole ([`Sink::append_tar`]): a tar output file takes
-//! it with `copy_file_range`, inside the kernel, so several images at once cost no second
-//! pass through this process. The output is the same bytes whatever `ahead` is.
+//! Later images (up to `ahead` at a time, the largest first) are exported and rewritten at
+//! the same time on helper threads, each into a spool file holding its entries as a tar
+//! ([`GrowingSpool`]); at its turn a spool is handed to the sink as it grows
+//! ([`Sink::append_tar`]): a tar output file takes it with `copy_file_range`, inside the
+//! kernel, so several images at once cost no second pass through this process (the other
+//! formats read the entries back). The output is the same bytes whatever `ahead` is.
 
 use std::collections::HashSet;
 use std::fs::File;

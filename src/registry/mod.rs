@@ -262,7 +262,9 @@ impl RegistrySource {
             .store
             .read_small(&config.digest, MAX_CONFIG_BYTES)
             .map_err(store_err)?;
-        let info = manifest::image_info(&name, &config.digest, &cfg).map_err(err)?;
+        let mut info = manifest::image_info(&name, &config.digest, &cfg).map_err(err)?;
+        // The compressed layers' sizes: enough to start the larger images first.
+        info.size = layers.iter().map(|d| d.size).sum();
         if let Some(wanted) = &self.explicit
             && !platform_matches(&info, wanted)
         {
