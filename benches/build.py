@@ -16,7 +16,7 @@ and two specs: `one` (big1 as init) and `spec` (kernel, init, big1 as onboot, bi
 as services). --small divides every size by 10 (a quick check that everything runs).
 
 Cases, each run once per round, the rounds alternating every case (floors included), every
-other round in reverse order, each after a `sync` and a second's pause:
+other round in reverse order, each after a `sync` and a 3 s pause:
   floor: one   create + export -> /dev/null + rm of big1 (the engine alone)
   floor: spec  create + export to a file + fsync + rm of every image of `spec`, in turn
                (fsync because imagesmith syncs its output before renaming it)
@@ -310,9 +310,11 @@ def write_floor(src, work):
 
 
 def settle():
-    """Syncs the disk and waits a second: each measurement starts from a quiet disk."""
+    """Syncs the disk and waits 3 s: each measurement starts from a quiet disk (a file
+    system mounted with `discard`, as this machine's is, trims what the previous case
+    deleted after it is gone)."""
     os.sync()
-    time.sleep(1)
+    time.sleep(3)
 
 
 def du(path):
