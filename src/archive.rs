@@ -138,13 +138,18 @@ pub trait TakeFile: Write {
     fn take_file(&mut self, file: File, len: u64) -> io::Result<()> {
         let n = io::copy(&mut file.take(len), self)?;
         if n != len {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("spool file ended after {n} of {len} bytes"),
-            ));
+            return Err(short_file(n, len));
         }
         Ok(())
     }
+}
+
+/// The error of a file that [`TakeFile::take_file`] found shorter than `len`.
+pub fn short_file(got: u64, len: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("spool file ended after {got} of {len} bytes"),
+    )
 }
 
 impl TakeFile for Vec<u8> {}

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 
-use crate::archive::TakeFile;
+use crate::archive::{self, TakeFile};
 
 /// Bytes between two write-back requests.
 pub const WINDOW: u64 = 8 << 20;
@@ -76,10 +76,7 @@ impl TakeFile for WriteBehind {
             let piece = left.min(WINDOW);
             let n = io::copy(&mut io::Read::take(&file, piece), &mut self.file)?;
             if n != piece {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("spool file ended after {} of {len} bytes", len - left + n),
-                ));
+                return Err(archive::short_file(len - left + n, len));
             }
             left -= n;
             self.written += n;
@@ -89,5 +86,41 @@ impl TakeFile for WriteBehind {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek};
+
+    #[test]
+    fn bytes_and_files_land_in_order() {
+        let data: Vec<u8> = (0..(2 * WINDOW as usize + 12_345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut spool = tempfile::tempfile().unwrap();
+        spool.write_all(&data).unwrap();
+        spool.rewind().unwrap();
+        let mut w = WriteBehind::new(tempfile::tempfile().unwrap());
+        w.write_all(b"head").unwrap();
+        w.take_file(spool.try_clone().unwrap(), data.len() as u64 - 7)
+            .unwrap();
+        w.write_all(b"tail").unwrap();
+        // Past its end: an error naming both lengths.
+        spool.rewind().unwrap();
+        let err = w.take_file(spool, data.len() as u64 + 1).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(
+            err.to_string()
+                .contains(&format!("of {} bytes", data.len() + 1))
+        );
+        let mut f = w.into_inner();
+        f.rewind().unwrap();
+        let mut got = Vec::new();
+        f.read_to_end(&mut got).unwrap();
+        assert_eq!(&got[..4], b"head");
+        assert_eq!(&got[4..data.len() - 3], &data[..data.len() - 7]);
+        assert_eq!(&got[data.len() - 3..data.len() + 1], b"tail");
     }
 }
