@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context as _, bail};
 
 use crate::archive::{self, Entry, Kind, Name, Sink, TarSink};
+use crate::output::cpio::Counting;
 use crate::plan::{FileContent, FileOp, Op, Plan};
 use crate::rewrite::{self, Placement};
 use crate::source::queue::{ExportQueue, Helper, Next};
@@ -178,10 +179,10 @@ impl Helper for Placer {
             .exported
             .get(k)
             .context("internal error: an export the plan does not have")?;
-        let mut tar = TarSink::new(Counting {
-            inner: BufWriter::with_capacity(128 << 10, shared.spool.writer()),
-            n: 0,
-        });
+        let mut tar = TarSink::new(Counting::new(BufWriter::with_capacity(
+            128 << 10,
+            shared.spool.writer(),
+        )));
         let mut w = Watch {
             sink: &mut tar,
             watch: self.watch.clone(),
@@ -190,31 +191,14 @@ impl Helper for Placer {
         write_export(op, src, self.mtime, &mut w)?;
         *lock(&shared.has) = w.has;
         let c = tar.get_mut();
-        c.inner.flush().context("writing a spool file")?;
+        c.flush().context("writing a spool file")?;
         // The end-of-archive blocks the sink writes when dropped fall past this length.
-        shared.spool.done(c.n);
+        shared.spool.done(c.written());
         Ok(())
     }
 
     fn failed(&self, shared: &Placing) {
         shared.spool.fail();
-    }
-}
-
-/// A writer counting what went through it.
-struct Counting<W: Write> {
-    inner: W,
-    n: u64,
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.n += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 

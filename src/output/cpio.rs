@@ -278,6 +278,11 @@ impl<W: Write> Counting<W> {
     pub(crate) fn into_inner(self) -> W {
         self.inner
     }
+
+    /// Bytes written through it so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
 }
 
 impl<W: Write> Write for Counting<W> {

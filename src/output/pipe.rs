@@ -11,10 +11,10 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-
-use crate::archive::TakeFile;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
+
+use crate::archive::TakeFile;
 
 /// Bytes handed to the writing thread at once.
 pub const CHUNK: usize = 512 << 10;

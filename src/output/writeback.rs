@@ -35,6 +35,16 @@ impl WriteBehind {
         self.file
     }
 
+    /// Counts `n` more bytes written, and hands the finished window to the disk once it
+    /// holds [`WINDOW`] bytes.
+    fn advance(&mut self, n: u64) {
+        self.written += n;
+        if self.written - self.started >= WINDOW {
+            self.start(self.started, self.written);
+            self.started = self.written;
+        }
+    }
+
     /// Asks the kernel to start writing `[from, to)` (of this writer's bytes, which start at
     /// the file's offset 0 as every output file does) to the disk. A hint only: failures are
     /// ignored (the final `fsync` reports real errors).
@@ -53,11 +63,7 @@ impl WriteBehind {
 impl Write for WriteBehind {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
-        self.written += n as u64;
-        if self.written - self.started >= WINDOW {
-            self.start(self.started, self.written);
-            self.started = self.written;
-        }
+        self.advance(n as u64);
         Ok(n)
     }
 
@@ -79,11 +85,7 @@ impl TakeFile for WriteBehind {
                 return Err(archive::short_file(len - left + n, len));
             }
             left -= n;
-            self.written += n;
-            if self.written - self.started >= WINDOW {
-                self.start(self.started, self.written);
-                self.started = self.written;
-            }
+            self.advance(n);
         }
         Ok(())
     }
