@@ -76,7 +76,8 @@ impl GrowingSpool {
         }
     }
 
-    /// Marks the spool complete at `len` bytes (what was written past them is not read).
+    /// Marks the spool complete at `len` bytes: what is written after this call is not read
+    /// (bytes written before it are already readable, so `len` must cover them).
     pub fn done(&self, len: u64) {
         self.set(|s| {
             s.len = len;
@@ -194,8 +195,9 @@ mod tests {
                 for piece in data.chunks(100_000) {
                     w.write_all(piece).unwrap();
                 }
-                w.write_all(b"past the end").unwrap();
                 spool.done(data.len() as u64);
+                // What comes after `done` (the tar trailer, in the executor) is not read.
+                w.write_all(b"past the end").unwrap();
             });
             let mut got = Vec::new();
             spool.reader().unwrap().read_to_end(&mut got).unwrap();
