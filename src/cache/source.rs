@@ -196,6 +196,13 @@ impl ImageSource for CachedSource {
         self.inner.abort()
     }
 
+    /// An entry exists for it (checked when it is opened: a damaged one is fetched again).
+    fn is_local(&self, image: &ImageInfo) -> bool {
+        self.cache
+            .entry_path(&image.id, &self.kind)
+            .is_some_and(|p| p.is_file())
+    }
+
     fn stream_kind(&self) -> Option<&str> {
         self.inner.stream_kind()
     }

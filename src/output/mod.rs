@@ -409,7 +409,7 @@ impl AtomicFile {
     /// Flushes, syncs, gives the file mode 0644 and renames it to the target.
     pub fn commit(mut self) -> io::Result<()> {
         if let Some(w) = self.writer.take() {
-            let file = w.finish()?.into_inner();
+            let file = w.finish()?.into_inner()?;
             file.sync_all()?;
         }
         let Some(tmp) = self.tmp.take() else {

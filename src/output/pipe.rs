@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use crate::archive::TakeFile;
 
 /// Bytes handed to the writing thread at once.
-pub const CHUNK: usize = 512 << 10;
+pub const CHUNK: usize = 256 << 10;
 /// Chunks queued for the writing thread at most (besides the one it is writing).
 pub const DEPTH: usize = 2;
 

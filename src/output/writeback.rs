@@ -1,54 +1,167 @@
-//! Write-behind for output files: as the output grows, the kernel is asked to start writing
-//! each finished window to the disk (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does
-//! not wait), so the disk works while the build goes on and the `fsync` before the rename
-//! only waits for the last window instead of the whole file. Measured on the 1 GiB
-//! benchmark image: the final `fsync` of a file written without it took 0.5 s.
+//! How an output file is written: bytes go straight to the disk with direct I/O, files
+//! taken from a spool are copied inside the kernel and written behind.
+//!
+//! - Bytes (every format's stream) are collected in an aligned buffer and written with
+//!   `O_DIRECT` through a second handle to the same file, a [`DIRECT`] piece at a time: the
+//!   disk reads them from this buffer, so no page-cache page is allocated, filled and written
+//!   back. Measured on this project's machine (ext4 on a virtual disk): writing 2 GB
+//!   buffered and then `fsync` cost 1.6–8.6 s of system CPU and 2.6–10 s; with `O_DIRECT`,
+//!   0.2 s of system CPU and 1.4 s (`dd bs=4M`). The few bytes that do not fill an aligned
+//!   block (after a taken file, at the end) are written through the page cache. Where the
+//!   file system refuses `O_DIRECT`, everything is written through the page cache.
+//! - Files ([`TakeFile`]) are copied in with `copy_file_range` (inside the kernel, never
+//!   through this process's memory), a [`WINDOW`] at a time; after each window the kernel is
+//!   asked to start writing it to the disk (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which
+//!   does not wait), so the `fsync` before the rename only waits for the last window.
+//!   Measured on the 1 GiB benchmark image: the final `fsync` of a file written without it
+//!   took 0.5 s.
+//!
+//! Every write names its offset, so the two handles never depend on a shared file position;
+//! [`Write::flush`] leaves the buffered handle's position at the end of what was written.
 
-use std::fs::File;
-use std::io::{self, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
 use crate::archive::{self, TakeFile};
 
-/// Bytes between two write-back requests.
+/// Bytes between two write-back requests while a file is copied in.
 pub const WINDOW: u64 = 8 << 20;
+/// Bytes written with direct I/O at once (the size of the aligned buffer). 512 KiB pieces
+/// of `O_DIRECT` reach 1.1 GB/s here (`dd bs=512K oflag=direct`), far above what a build
+/// produces; larger ones would add to the peak RSS of every build.
+pub const DIRECT: usize = 512 << 10;
+/// Alignment of direct writes, in memory and in the file (a page: every block size of a
+/// Linux file system divides it).
+const ALIGN: usize = 4096;
 
-/// A file whose finished windows are handed to the disk while writing goes on.
+/// An output file being written; see the module's documentation.
 pub struct WriteBehind {
+    /// The file, through the page cache.
     file: File,
-    /// Bytes written through this writer.
-    written: u64,
-    /// Bytes already handed to the disk.
-    started: u64,
+    /// The same file opened with `O_DIRECT`; `None` where that is refused.
+    direct: Option<File>,
+    /// [`DIRECT`] + [`ALIGN`] bytes, allocated by the first write (outputs written at
+    /// offsets, such as the disk images, never need it); the aligned buffer starts at `base`.
+    buf: Vec<u8>,
+    base: usize,
+    /// File offset of the buffered bytes; they sit at `buf[base + pos % ALIGN..]`, so that a
+    /// byte's address and its file offset agree modulo [`ALIGN`].
+    pos: u64,
+    /// Bytes in the buffer.
+    filled: usize,
+    /// Bytes written with direct I/O, for tests and logs.
+    direct_bytes: u64,
 }
 
 impl WriteBehind {
     pub fn new(file: File) -> WriteBehind {
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .map_err(|e| log::debug!("output: no direct I/O ({e}); writing through the page cache"))
+            .ok();
         WriteBehind {
             file,
-            written: 0,
-            started: 0,
+            direct,
+            buf: Vec::new(),
+            base: 0,
+            pos: 0,
+            filled: 0,
+            direct_bytes: 0,
         }
     }
 
-    pub fn into_inner(self) -> File {
-        self.file
+    /// Writes what is buffered and returns the file (through the page cache).
+    pub fn into_inner(mut self) -> io::Result<File> {
+        self.flush()?;
+        Ok(self.file)
     }
 
-    /// Counts `n` more bytes written, and hands the finished window to the disk once it
-    /// holds [`WINDOW`] bytes.
-    fn advance(&mut self, n: u64) {
-        self.written += n;
-        if self.written - self.started >= WINDOW {
-            self.start(self.started, self.written);
-            self.started = self.written;
+    /// Bytes written with direct I/O so far.
+    pub fn direct_bytes(&self) -> u64 {
+        self.direct_bytes
+    }
+
+    /// Where the buffered bytes start in `buf`.
+    fn start(&self) -> usize {
+        self.base + (self.pos % ALIGN as u64) as usize
+    }
+
+    /// Writes the buffered bytes: the aligned blocks with direct I/O, the part before the
+    /// first block boundary through the page cache, and the part after the last one through
+    /// the page cache too if `all`, else kept (moved to the buffer's start, at most
+    /// [`ALIGN`] − 1 bytes).
+    fn drain(&mut self, all: bool) -> io::Result<()> {
+        if self.filled == 0 {
+            return Ok(());
         }
+        let start = self.start();
+        let head = ((ALIGN - (self.pos % ALIGN as u64) as usize) % ALIGN).min(self.filled);
+        let body = (self.filled - head) / ALIGN * ALIGN;
+        let rest = self.filled - head - body;
+        let at = self.pos;
+        if head > 0 {
+            self.file.write_all_at(&self.buf[start..start + head], at)?;
+        }
+        if body > 0 {
+            self.write_direct(start + head, body, at + head as u64)?;
+        }
+        let tail = start + head + body;
+        if all {
+            if rest > 0 {
+                self.file
+                    .write_all_at(&self.buf[tail..tail + rest], at + (head + body) as u64)?;
+            }
+            self.pos += self.filled as u64;
+            self.filled = 0;
+        } else {
+            // `at + head + body` is aligned: the rest goes to the buffer's aligned start.
+            self.buf.copy_within(tail..tail + rest, self.base);
+            self.pos += (head + body) as u64;
+            self.filled = rest;
+        }
+        Ok(())
     }
 
-    /// Asks the kernel to start writing `[from, to)` (of this writer's bytes, which start at
-    /// the file's offset 0 as every output file does) to the disk. A hint only: failures are
-    /// ignored (the final `fsync` reports real errors).
-    fn start(&mut self, from: u64, to: u64) {
+    /// Writes `buf[from..from + len]` (aligned in memory and in the file) at `at` with
+    /// direct I/O; if the file system refuses it (`EINVAL`), the rest and every later write
+    /// go through the page cache.
+    fn write_direct(&mut self, from: usize, len: usize, at: u64) -> io::Result<()> {
+        let mut done = 0;
+        while done < len {
+            let Some(direct) = &self.direct else {
+                let range = from + done..from + len;
+                return self.file.write_all_at(&self.buf[range], at + done as u64);
+            };
+            match direct.write_at(&self.buf[from + done..from + len], at + done as u64) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    done += n;
+                    self.direct_bytes += n as u64;
+                    if n % ALIGN != 0 {
+                        // A short write off the block size: the rest could not be aligned.
+                        self.direct = None;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    log::debug!(
+                        "output: direct write refused ({e}); writing through the page cache"
+                    );
+                    self.direct = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the kernel to start writing `[from, to)` of the file to the disk. A hint only:
+    /// failures are ignored (the final `fsync` reports real errors).
+    fn write_back(&self, from: u64, to: u64) {
         let (Ok(off), Ok(len)) = (i64::try_from(from), i64::try_from(to - from)) else {
             return;
         };
@@ -61,14 +174,27 @@ impl WriteBehind {
 }
 
 impl Write for WriteBehind {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.advance(n as u64);
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.is_empty() {
+            self.buf = vec![0u8; DIRECT + ALIGN];
+            self.base = self.buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+        }
+        let room = DIRECT + self.base - self.start() - self.filled;
+        let n = data.len().min(room);
+        let at = self.start() + self.filled;
+        self.buf[at..at + n].copy_from_slice(&data[..n]);
+        self.filled += n;
+        if n == room {
+            self.drain(false)?;
+        }
         Ok(n)
     }
 
+    /// Writes everything buffered and leaves the file's position at its end.
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        self.drain(true)?;
+        self.file.seek(SeekFrom::Start(self.pos))?;
+        Ok(())
     }
 }
 
@@ -77,6 +203,7 @@ impl TakeFile for WriteBehind {
     /// after each: the spool's pages are copied inside the kernel, never through this
     /// process's memory, and the disk starts on them while the copy goes on.
     fn take_file(&mut self, file: File, len: u64) -> io::Result<()> {
+        self.flush()?;
         let mut left = len;
         while left > 0 {
             let piece = left.min(WINDOW);
@@ -85,7 +212,8 @@ impl TakeFile for WriteBehind {
                 return Err(archive::short_file(len - left + n, len));
             }
             left -= n;
-            self.advance(n);
+            self.write_back(self.pos, self.pos + n);
+            self.pos += n;
         }
         Ok(())
     }
@@ -94,13 +222,38 @@ impl TakeFile for WriteBehind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Seek};
+    use std::io::Read;
+
+    fn pattern(n: usize, seed: usize) -> Vec<u8> {
+        (0..n).map(|i| ((i * 7 + seed) % 251) as u8).collect()
+    }
+
+    fn content(f: &File) -> Vec<u8> {
+        let mut got = Vec::new();
+        (&*f).seek(SeekFrom::Start(0)).unwrap();
+        (&*f).read_to_end(&mut got).unwrap();
+        got
+    }
+
+    /// Whether this directory's file system takes `O_DIRECT` writes (tmpfs before 6.6 does
+    /// not); where it does, the writer must use them.
+    fn direct_io_works(dir: &std::path::Path) -> bool {
+        let f = tempfile::tempfile_in(dir).unwrap();
+        let Ok(d) = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        else {
+            return false;
+        };
+        let buf = vec![0u8; 2 * ALIGN];
+        let off = buf.as_ptr().align_offset(ALIGN);
+        d.write_at(&buf[off..off + ALIGN], 0).is_ok()
+    }
 
     #[test]
     fn bytes_and_files_land_in_order() {
-        let data: Vec<u8> = (0..(2 * WINDOW as usize + 12_345))
-            .map(|i| (i % 251) as u8)
-            .collect();
+        let data = pattern(2 * WINDOW as usize + 12_345, 0);
         let mut spool = tempfile::tempfile().unwrap();
         spool.write_all(&data).unwrap();
         spool.rewind().unwrap();
@@ -117,12 +270,66 @@ mod tests {
             err.to_string()
                 .contains(&format!("of {} bytes", data.len() + 1))
         );
-        let mut f = w.into_inner();
-        f.rewind().unwrap();
-        let mut got = Vec::new();
-        f.read_to_end(&mut got).unwrap();
+        let f = w.into_inner().unwrap();
+        let got = content(&f);
         assert_eq!(&got[..4], b"head");
         assert_eq!(&got[4..data.len() - 3], &data[..data.len() - 7]);
         assert_eq!(&got[data.len() - 3..data.len() + 1], b"tail");
+    }
+
+    /// Streams of every alignment, mixed with taken files at odd offsets, written in odd
+    /// pieces: the file holds exactly the bytes in order, and the aligned middle went to
+    /// the disk directly wherever the file system allows it.
+    #[test]
+    fn direct_and_buffered_writes_interleave_at_any_offset() {
+        let dir = std::env::temp_dir();
+        let direct = direct_io_works(&dir);
+        let mut w = WriteBehind::new(tempfile::tempfile_in(&dir).unwrap());
+        let mut want = Vec::new();
+        for (i, (stream, taken)) in [
+            (3 * DIRECT + 17, 5_000usize),
+            (1, 0),
+            (ALIGN - 1, 1),
+            (DIRECT - 3, 4096),
+            (2 * DIRECT + ALIGN, 0),
+            (777, 0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let bytes = pattern(stream, i);
+            for piece in bytes.chunks(65_537 + i * 1000) {
+                w.write_all(piece).unwrap();
+            }
+            want.extend_from_slice(&bytes);
+            if taken > 0 {
+                let t = pattern(taken, 100 + i);
+                let mut spool = tempfile::tempfile().unwrap();
+                spool.write_all(&t).unwrap();
+                spool.rewind().unwrap();
+                w.take_file(spool, taken as u64).unwrap();
+                want.extend_from_slice(&t);
+            }
+        }
+        let used = w.direct_bytes();
+        let f = w.into_inner().unwrap();
+        assert_eq!(content(&f).len(), want.len());
+        assert!(
+            content(&f) == want,
+            "the file differs from the bytes written"
+        );
+        assert_eq!(
+            (&f).stream_position().unwrap(),
+            want.len() as u64,
+            "the position is at the end"
+        );
+        if direct {
+            assert!(
+                used >= 5 * DIRECT as u64,
+                "only {used} bytes went to the disk directly"
+            );
+        } else {
+            assert_eq!(used, 0);
+        }
     }
 }

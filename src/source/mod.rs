@@ -40,6 +40,14 @@ pub trait ImageSource: Send + Sync {
     /// later [`ImageSource::open`] fail: the signal handler's path.
     fn abort(&self) -> BoxFuture<'_, ()>;
 
+    /// Whether opening `image` reads a local copy at disk speed (a cache hit). The export
+    /// queue leaves such an image for its turn instead of opening it ahead into a spool,
+    /// which would only copy its bytes twice. `false` (the default): opening means an export
+    /// or a download, which is worth starting early.
+    fn is_local(&self, _image: &ImageInfo) -> bool {
+        false
+    }
+
     /// What `open`'s streams are, as part of the cache key (the cache module's): two sources
     /// whose streams of one image differ in bytes answer differently. `None` (the default):
     /// never cached.

@@ -53,6 +53,8 @@ pub enum Next<S> {
 pub struct ExportQueue<H: Helper> {
     source: Arc<dyn ImageSource>,
     queue: Vec<ImageInfo>,
+    /// Images the source reads locally ([`ImageSource::is_local`]): never opened ahead.
+    local: Vec<bool>,
     next: usize,
     ahead: usize,
     helper: Arc<H>,
@@ -68,9 +70,11 @@ impl<H: Helper> ExportQueue<H> {
         ahead: usize,
         helper: H,
     ) -> ExportQueue<H> {
+        let local = queue.iter().map(|i| source.is_local(i)).collect();
         ExportQueue {
             source,
             queue,
+            local,
             next: 0,
             ahead,
             helper: Arc::new(helper),
@@ -105,7 +109,7 @@ impl<H: Helper> ExportQueue<H> {
 
     /// The images to hand to helpers now, with the `k`-th about to be written: as many as
     /// there are free helpers (`ahead` minus those still running), the largest first
-    /// among those after `k` not started yet (ties in output order). A large image is the
+    /// among those after `k` not started yet and not local (ties in output order). A large image is the
     /// long pole of a build, so it starts as early as it can; small ones fit around it.
     fn to_start(&self, k: usize) -> Vec<usize> {
         let running = self
@@ -115,7 +119,7 @@ impl<H: Helper> ExportQueue<H> {
             .count();
         let free = self.ahead.saturating_sub(running);
         let mut waiting: Vec<usize> = (k + 1..self.queue.len())
-            .filter(|j| !self.helpers.contains_key(j))
+            .filter(|j| !self.helpers.contains_key(j) && !self.local[*j])
             .collect();
         waiting.sort_by_key(|&j| std::cmp::Reverse(self.queue[j].size));
         waiting.truncate(free);
@@ -177,5 +181,90 @@ impl Read for Cancellable {
             return Err(io::Error::other("cancelled"));
         }
         self.stream.read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{BoxFuture, ResolveOptions, SourceError};
+    use crate::spec::reference::Reference;
+    use std::sync::Mutex;
+
+    /// Opens every image as an empty stream and records the thread that opened it; images
+    /// whose reference starts with `local/` are local.
+    #[derive(Default)]
+    struct Recording {
+        opened: Mutex<Vec<(String, String)>>,
+    }
+
+    impl ImageSource for Recording {
+        fn resolve<'a>(
+            &'a self,
+            _image: &'a Reference,
+            _opts: &'a ResolveOptions,
+        ) -> BoxFuture<'a, Result<ImageInfo, SourceError>> {
+            unreachable!("the queue only opens")
+        }
+        fn open(&self, image: &ImageInfo) -> Result<ImageStream, SourceError> {
+            let thread = std::thread::current().name().unwrap_or("").to_string();
+            self.opened
+                .lock()
+                .unwrap()
+                .push((image.reference.clone(), thread));
+            Ok(Box::new(io::empty()))
+        }
+        fn abort(&self) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+        fn is_local(&self, image: &ImageInfo) -> bool {
+            image.reference.starts_with("local/")
+        }
+    }
+
+    struct Drain;
+    impl Helper for Drain {
+        type Shared = ();
+        fn start(&self, _k: usize) -> anyhow::Result<Arc<()>> {
+            Ok(Arc::new(()))
+        }
+        fn run(&self, _k: usize, mut stream: ImageStream, _: &()) -> anyhow::Result<()> {
+            io::copy(&mut stream, &mut io::sink())?;
+            Ok(())
+        }
+        fn failed(&self, _: &()) {}
+    }
+
+    #[test]
+    fn local_images_wait_for_their_turn_and_the_others_start_largest_first() {
+        let images: Vec<ImageInfo> = [("a", 1), ("local/b", 50), ("c", 10), ("d", 20)]
+            .into_iter()
+            .map(|(r, size)| ImageInfo {
+                reference: r.to_string(),
+                size,
+                ..ImageInfo::default()
+            })
+            .collect();
+        let source = Arc::new(Recording::default());
+        let mut q = ExportQueue::new(source.clone(), images, 2, Drain);
+        for _ in 0..4 {
+            match q.open_next().unwrap() {
+                Next::Stream(mut s) => {
+                    io::copy(&mut s, &mut io::sink()).unwrap();
+                }
+                Next::Ahead(a) => a.wait().unwrap(),
+            }
+        }
+        q.finish();
+        let mut opened = source.opened.lock().unwrap().clone();
+        opened.sort();
+        let by = |r: &str| opened.iter().find(|(o, _)| o == r).unwrap().1.clone();
+        assert_eq!(opened.len(), 4, "{opened:?}");
+        // The first and the local image on the executor's thread, in their turn; the two
+        // others, at the start, on helpers.
+        assert!(!by("a").starts_with("ahead-"), "{opened:?}");
+        assert!(!by("local/b").starts_with("ahead-"), "{opened:?}");
+        assert_eq!(by("c"), "ahead-2");
+        assert_eq!(by("d"), "ahead-3");
     }
 }
