@@ -369,6 +369,7 @@ def main():
             for k, f in (list(floors.items()) if forward else reversed(floors.items())):
                 settle()
                 walls[k].append(f())
+                print(f"  floor: {k}: {walls[k][-1]:.2f} s", file=sys.stderr)
             for c, (vname, vargs, _, _, vspec) in (rows if forward else reversed(rows)):
                 settle()
                 out = os.path.join(work, "out")
@@ -376,6 +377,8 @@ def main():
                 cmd = [opts.bin, "-q", "build", *c.args, *vargs]
                 cmd += ["--dir", out, "--name", "b"] if c.multi else ["-o", out]
                 wall, cpu, rss = timed(cmd + [specs[vspec or c.spec]])
+                print(f"  {c.name} [{vname}]: {wall:.2f} s, CPU {cpu:.2f} s, "
+                      f"{rss / 1024:.1f} MiB", file=sys.stderr)
                 m = res[(c.name, vname)]
                 m["wall"].append(wall)
                 m["cpu"].append(cpu)
