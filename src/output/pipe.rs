@@ -16,7 +16,9 @@ use std::thread::JoinHandle;
 
 use crate::archive::TakeFile;
 
-/// Bytes handed to the writing thread at once.
+/// Bytes handed to the writing thread at once. (512 KiB before the output file got its own
+/// 512 KiB buffer for direct I/O; with both, the zstd initrd build of the benchmark peaked at
+/// 32.0 MiB, with 256 KiB chunks at 29.6 MiB, no slower.)
 pub const CHUNK: usize = 256 << 10;
 /// Chunks queued for the writing thread at most (besides the one it is writing).
 pub const DEPTH: usize = 2;
