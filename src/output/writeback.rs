@@ -51,7 +51,7 @@ pub struct WriteBehind {
     pos: u64,
     /// Bytes in the buffer.
     filled: usize,
-    /// Bytes written with direct I/O, for tests and logs.
+    /// Bytes written with direct I/O (logged at the end, checked by tests).
     direct_bytes: u64,
 }
 
@@ -77,6 +77,11 @@ impl WriteBehind {
     /// Writes what is buffered and returns the file (through the page cache).
     pub fn into_inner(mut self) -> io::Result<File> {
         self.flush()?;
+        log::debug!(
+            "output: {} of {} bytes written with direct I/O",
+            self.direct_bytes,
+            self.pos
+        );
         Ok(self.file)
     }
 
