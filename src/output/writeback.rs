@@ -36,6 +36,15 @@ pub const DIRECT: usize = 512 << 10;
 /// Linux file system divides it).
 const ALIGN: usize = 4096;
 
+/// A second handle to `file`, for writing with `O_DIRECT` (its own open file description,
+/// so its flags are not `file`'s).
+fn open_direct(file: &File) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
 /// An output file being written; see the module's documentation.
 pub struct WriteBehind {
     /// The file, through the page cache.
@@ -57,10 +66,7 @@ pub struct WriteBehind {
 
 impl WriteBehind {
     pub fn new(file: File) -> WriteBehind {
-        let direct = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        let direct = open_direct(&file)
             .map_err(|e| log::debug!("output: no direct I/O ({e}); writing through the page cache"))
             .ok();
         WriteBehind {
@@ -244,11 +250,7 @@ mod tests {
     /// not); where it does, the writer must use them.
     fn direct_io_works(dir: &std::path::Path) -> bool {
         let f = tempfile::tempfile_in(dir).unwrap();
-        let Ok(d) = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(format!("/proc/self/fd/{}", f.as_raw_fd()))
-        else {
+        let Ok(d) = open_direct(&f) else {
             return false;
         };
         let buf = vec![0u8; 2 * ALIGN];
