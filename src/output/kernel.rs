@@ -211,6 +211,7 @@ impl Sink for KernelInitrdOutput {
             Part::Kernel => {
                 let mut f = AtomicFile::create(&self.paths[0]).map_err(io::Error::other)?;
                 io::copy(&mut Exact::new(e, data), &mut f)?;
+                f.end_writing()?;
                 self.kernel = Some(f);
             }
             Part::Ucode => match &mut self.initrd {

@@ -406,12 +406,21 @@ impl AtomicFile {
         }
     }
 
-    /// Flushes, syncs, gives the file mode 0644 and renames it to the target.
-    pub fn commit(mut self) -> io::Result<()> {
+    /// Ends writing: every byte written reaches the disk, and the writing thread and its
+    /// buffers are released; the file is still renamed by [`AtomicFile::commit`] (or removed
+    /// if dropped). For a file complete long before the build ends (the kernel of
+    /// `kernel+initrd`), so that its buffers do not add to the build's peak memory.
+    pub fn end_writing(&mut self) -> io::Result<()> {
         if let Some(w) = self.writer.take() {
             let file = w.finish()?.into_inner()?;
             file.sync_all()?;
         }
+        Ok(())
+    }
+
+    /// Flushes, syncs, gives the file mode 0644 and renames it to the target.
+    pub fn commit(mut self) -> io::Result<()> {
+        self.end_writing()?;
         let Some(tmp) = self.tmp.take() else {
             return Ok(());
         };
@@ -430,7 +439,7 @@ impl TakeFile for AtomicFile {
     fn take_file(&mut self, file: File, len: u64) -> io::Result<()> {
         match &mut self.writer {
             Some(w) => w.take_file(file, len),
-            None => Err(io::Error::other("output already committed")),
+            None => Err(io::Error::other("output already written")),
         }
     }
 }
@@ -439,7 +448,7 @@ impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.writer {
             Some(w) => w.write(buf),
-            None => Err(io::Error::other("output already committed")),
+            None => Err(io::Error::other("output already written")),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -698,5 +707,23 @@ mod tests {
         a.commit().unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"new");
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    /// A file whose writing ended early (its thread and buffers gone) still holds every
+    /// byte, refuses more, and is renamed only by the commit.
+    #[test]
+    fn ended_writing_keeps_the_bytes_until_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("kernel");
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let mut a = AtomicFile::create(&p).unwrap();
+        a.write_all(&data).unwrap();
+        a.end_writing().unwrap();
+        assert!(a.writer.is_none(), "the writing thread is gone");
+        let err = a.write_all(b"more").unwrap_err();
+        assert_eq!(err.to_string(), "output already written");
+        assert!(!p.exists());
+        a.commit().unwrap();
+        assert!(std::fs::read(&p).unwrap() == data);
     }
 }

@@ -20,8 +20,10 @@ use crate::archive::TakeFile;
 /// 512 KiB buffer for direct I/O; with both, the zstd initrd build of the benchmark peaked at
 /// 32.0 MiB, with 256 KiB chunks at 29.6 MiB, no slower.)
 pub const CHUNK: usize = 256 << 10;
-/// Chunks queued for the writing thread at most (besides the one it is writing).
-pub const DEPTH: usize = 2;
+/// Chunks queued for the writing thread at most (besides the one it is writing). One: an
+/// output file's own disk thread keeps a piece in flight while the writing thread fills the
+/// next ([`super::writeback`]), so a deeper queue would only add 256 KiB of memory per chunk.
+pub const DEPTH: usize = 1;
 
 /// What the writing thread is handed.
 enum Job {
