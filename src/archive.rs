@@ -110,15 +110,26 @@ pub trait Sink {
 /// Tar bytes written elsewhere (by another thread), readable while they grow: [`Read`]
 /// gives them in order, waiting for more until the end.
 pub trait Spool: Read {
-    /// The next run of bytes as a range of a file: a handle whose offset is at its start,
-    /// and its length. Waits until there are some; `None` at the end.
-    fn next_range(&mut self) -> io::Result<Option<(File, u64)>>;
+    /// The next run of bytes. Waits until there are some; `None` at the end.
+    fn next_piece(&mut self) -> io::Result<Option<Piece>>;
 }
 
-/// Moves every byte of `spool` into `w`, range by range.
+/// A run of a [`Spool`]'s bytes.
+pub enum Piece {
+    /// A range of a file: a handle whose offset is at its start, and its length.
+    Range(File, u64),
+    /// Bytes handed over in memory.
+    Bytes(Vec<u8>),
+}
+
+/// Moves every byte of `spool` into `w`, piece by piece: file ranges with
+/// [`TakeFile::take_file`], bytes in memory with `write_all`.
 pub fn take_spool<W: TakeFile + ?Sized>(w: &mut W, spool: &mut dyn Spool) -> io::Result<()> {
-    while let Some((file, len)) = spool.next_range()? {
-        w.take_file(file, len)?;
+    while let Some(piece) = spool.next_piece()? {
+        match piece {
+            Piece::Range(file, len) => w.take_file(file, len)?,
+            Piece::Bytes(bytes) => w.write_all(&bytes)?,
+        }
     }
     Ok(())
 }

@@ -8,7 +8,9 @@
 //! ([`GrowingSpool`]); at its turn a spool is handed to the sink as it grows
 //! ([`Sink::append_tar`]): a tar output file takes it with `copy_file_range`, inside the
 //! kernel, so several images at once cost no second pass through this process (the other
-//! formats read the entries back). The output is the same bytes whatever `ahead` is.
+//! formats read the entries back). When the executor catches up with a helper that is still
+//! exporting, the spool hands the rest over in memory, so it is written once. The output is
+//! the same bytes whatever `ahead` is.
 
 use std::collections::HashSet;
 use std::fs::File;
