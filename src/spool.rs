@@ -44,11 +44,17 @@ struct State {
     live: bool,
     /// Where the file's part ends, once the writer hands over.
     switched: Option<u64>,
-    /// Bytes handed over and not yet read, and their total.
+    /// Bytes handed over and not yet read.
     queue: VecDeque<Vec<u8>>,
-    queued: usize,
     /// The reader is gone: a writer waiting for it stops.
     closed: bool,
+}
+
+impl State {
+    /// Bytes handed over and not yet read.
+    fn queued(&self) -> usize {
+        self.queue.iter().map(Vec::len).sum()
+    }
 }
 
 /// A spool file being written by one thread and read by another.
@@ -75,7 +81,6 @@ impl GrowingSpool {
                 live: false,
                 switched: None,
                 queue: VecDeque::new(),
-                queued: 0,
                 closed: false,
             }),
             changed: Condvar::new(),
@@ -155,7 +160,7 @@ impl Write for SpoolWriter<'_> {
                 // Past the end (the tar's end-of-archive blocks): never read.
                 return Ok(buf.len());
             }
-            while s.queued >= LIVE && !s.closed {
+            while s.queued() >= LIVE && !s.closed {
                 s = self.spool.wait(s);
             }
             if s.closed {
@@ -165,7 +170,6 @@ impl Write for SpoolWriter<'_> {
                 ));
             }
             s.queue.push_back(buf.to_vec());
-            s.queued += buf.len();
             self.pos += buf.len() as u64;
             s.len = self.pos;
             drop(s);
@@ -217,7 +221,6 @@ impl SpoolReader<'_> {
             if s.switched.is_some()
                 && let Some(b) = s.queue.pop_front()
             {
-                s.queued -= b.len();
                 drop(s);
                 self.spool.changed.notify_all();
                 return Ok(Some(Next::Bytes(b)));
@@ -398,7 +401,7 @@ mod tests {
                 let piece = vec![7u8; LIVE / 2];
                 (0..4).try_for_each(|_| w.write_all(&piece))
             });
-            while spool.state().queued < LIVE {
+            while spool.state().queued() < LIVE {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             drop(r);

@@ -69,7 +69,7 @@ impl Block {
 }
 
 /// A piece for the disk thread: `block.bytes[from..from + len]`, to be written at `at`.
-struct Piece {
+struct DirectWrite {
     block: Block,
     from: usize,
     len: usize,
@@ -81,7 +81,7 @@ type Done = (Block, io::Result<u64>);
 
 /// The thread that makes the direct writes.
 struct DiskThread {
-    pieces: Option<SyncSender<Piece>>,
+    pieces: Option<SyncSender<DirectWrite>>,
     done: Receiver<Done>,
     thread: Option<JoinHandle<()>>,
 }
@@ -90,7 +90,7 @@ impl DiskThread {
     /// Starts the thread: it writes through `direct`, or through `cached` (the same file,
     /// through the page cache) once the file system refuses a direct write.
     fn start(direct: File, cached: File) -> io::Result<DiskThread> {
-        let (pieces, from_writer) = sync_channel::<Piece>(BUFFERS);
+        let (pieces, from_writer) = sync_channel::<DirectWrite>(BUFFERS);
         let (done_tx, done) = sync_channel::<Done>(BUFFERS);
         let thread = std::thread::Builder::new()
             .name("imagesmith-disk".into())
@@ -279,71 +279,35 @@ impl WriteBehind {
         }
     }
 
-    /// Writes the buffered bytes: the aligned blocks with direct I/O (handed to the disk
-    /// thread, a fresh buffer taking their place), the part before the first block boundary
-    /// through the page cache, and the part after the last one through the page cache too if
-    /// `all`, else kept (moved to the buffer's start, at most [`ALIGN`] − 1 bytes).
+    /// Writes the buffered bytes: the aligned blocks with direct I/O ([`Self::write_body`]),
+    /// the part before the first block boundary through the page cache, and the part after
+    /// the last one through the page cache too if `all`, else kept (at the start of the
+    /// buffer filled next, at most [`ALIGN`] − 1 bytes).
     fn drain(&mut self, all: bool) -> io::Result<()> {
+        let Some(cur) = &self.cur else {
+            return Ok(());
+        };
         if self.filled == 0 {
             return Ok(());
         }
-        let Some(mut cur) = self.cur.take() else {
-            return Ok(());
-        };
-        let start = self.start(&cur);
+        let start = self.start(cur);
         let head = ((ALIGN - (self.pos % ALIGN as u64) as usize) % ALIGN).min(self.filled);
         let body = (self.filled - head) / ALIGN * ALIGN;
         let rest = self.filled - head - body;
-        let at = self.pos;
-        let tail = start + head + body;
-        let written = (|| {
-            if head > 0 {
-                self.file
-                    .write_all_at(&cur.bytes[start..start + head], at)?;
-            }
-            if all && rest > 0 {
-                let rest_at = at + (head + body) as u64;
-                self.file
-                    .write_all_at(&cur.bytes[tail..tail + rest], rest_at)?;
-            }
-            if body == 0 {
-                return Ok(());
-            }
-            let body_at = at + head as u64;
-            if self.disk().is_none() {
-                self.file
-                    .write_all_at(&cur.bytes[start + head..tail], body_at)?;
-                if !all {
-                    cur.bytes.copy_within(tail..tail + rest, cur.base);
-                }
-                return Ok(());
-            }
-            let mut next = self.free_block()?;
-            if !all {
-                next.bytes[next.base..next.base + rest]
-                    .copy_from_slice(&cur.bytes[tail..tail + rest]);
-            }
-            let piece = Piece {
-                block: std::mem::replace(&mut cur, next),
-                from: start + head,
-                len: body,
-                at: body_at,
-            };
-            let sent = self
-                .disk
-                .as_ref()
-                .and_then(|d| d.pieces.as_ref())
-                .map(|p| p.send(piece));
-            match sent {
-                Some(Ok(())) => {
-                    self.in_flight += 1;
-                    Ok(())
-                }
-                _ => Err(io::Error::other("the output's disk thread stopped")),
-            }
-        })();
-        self.cur = Some(cur);
-        written?;
+        let (at, tail) = (self.pos, start + head + body);
+        if head > 0 {
+            self.file
+                .write_all_at(&cur.bytes[start..start + head], at)?;
+        }
+        if all && rest > 0 {
+            let rest_at = at + (head + body) as u64;
+            self.file
+                .write_all_at(&cur.bytes[tail..tail + rest], rest_at)?;
+        }
+        if body > 0 {
+            let keep = if all { 0 } else { rest };
+            self.write_body(start + head, body, at + head as u64, keep)?;
+        }
         if all {
             self.pos += self.filled as u64;
             self.filled = 0;
@@ -353,6 +317,46 @@ impl WriteBehind {
             self.filled = rest;
         }
         Ok(())
+    }
+
+    /// Writes `len` aligned bytes of the current buffer, from `from`, at `at`: handed to the
+    /// disk thread, a free buffer taking the current one's place (through the page cache
+    /// where there is no direct I/O). The `keep` bytes after them move to the start of the
+    /// buffer filled next.
+    fn write_body(&mut self, from: usize, len: usize, at: u64, keep: usize) -> io::Result<()> {
+        let kept = from + len..from + len + keep;
+        if self.disk().is_none() {
+            let Some(cur) = &mut self.cur else {
+                return Ok(());
+            };
+            self.file.write_all_at(&cur.bytes[from..from + len], at)?;
+            cur.bytes.copy_within(kept, cur.base);
+            return Ok(());
+        }
+        let mut next = self.free_block()?;
+        let Some(block) = self.cur.take() else {
+            return Ok(());
+        };
+        next.bytes[next.base..next.base + keep].copy_from_slice(&block.bytes[kept]);
+        self.cur = Some(next);
+        let piece = DirectWrite {
+            block,
+            from,
+            len,
+            at,
+        };
+        let sent = self
+            .disk
+            .as_ref()
+            .and_then(|d| d.pieces.as_ref())
+            .map(|p| p.send(piece));
+        match sent {
+            Some(Ok(())) => {
+                self.in_flight += 1;
+                Ok(())
+            }
+            _ => Err(io::Error::other("the output's disk thread stopped")),
+        }
     }
 
     /// Asks the kernel to start writing `[from, to)` of the file to the disk. A hint only:
@@ -371,14 +375,13 @@ impl WriteBehind {
 
 impl Write for WriteBehind {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let cur = match self.cur.take() {
+        let mut cur = match self.cur.take() {
             Some(b) => b,
             None => self.free_block()?,
         };
         let at = self.start(&cur) + self.filled;
         let room = DIRECT + cur.base - at;
         let n = data.len().min(room);
-        let mut cur = cur;
         cur.bytes[at..at + n].copy_from_slice(&data[..n]);
         self.cur = Some(cur);
         self.filled += n;
