@@ -289,9 +289,9 @@ impl archive::Spool for SpoolReader<'_> {
         Ok(match self.next()? {
             None => None,
             Some(Next::File(end)) => {
-                let range = (self.file.try_clone()?, end - self.pos);
+                let piece = Piece::Range(self.file.try_clone()?, end - self.pos);
                 self.pos = end;
-                Some(Piece::Range(range.0, range.1))
+                Some(piece)
             }
             Some(Next::Bytes(b)) => {
                 self.pos += b.len() as u64;

@@ -14,7 +14,7 @@
 
 use std::io::{self, Read, Write};
 
-use crate::archive::{Entry, Exact, Kind, Sink};
+use crate::archive::{Entry, Exact, Kind, Sink, copy_body};
 
 /// The kernel's `PATH_MAX`: names (with their NUL) and link targets must fit.
 const PATH_MAX: usize = 4096;
@@ -55,6 +55,8 @@ pub struct CpioSink<W: Write> {
     out: Counting<W>,
     next_ino: u32,
     dropped: Dropped,
+    /// Where file contents pass through ([`copy_body`]).
+    body: Vec<u8>,
 }
 
 impl<W: Write> CpioSink<W> {
@@ -63,6 +65,7 @@ impl<W: Write> CpioSink<W> {
             out: Counting::new(out),
             next_ino: 1,
             dropped: Dropped::default(),
+            body: Vec::new(),
         }
     }
 
@@ -248,7 +251,7 @@ impl<W: Write> Sink for CpioSink<W> {
         match body {
             Some(b) => self.out.write_all(b)?,
             None if e.kind == Kind::File => {
-                io::copy(&mut Exact::new(e, data), &mut self.out)?;
+                copy_body(&mut self.out, &mut Exact::new(e, data), e.size, &mut self.body)?;
             }
             None => {}
         }
