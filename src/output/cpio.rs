@@ -251,7 +251,12 @@ impl<W: Write> Sink for CpioSink<W> {
         match body {
             Some(b) => self.out.write_all(b)?,
             None if e.kind == Kind::File => {
-                copy_body(&mut self.out, &mut Exact::new(e, data), e.size, &mut self.body)?;
+                copy_body(
+                    &mut self.out,
+                    &mut Exact::new(e, data),
+                    e.size,
+                    &mut self.body,
+                )?;
             }
             None => {}
         }
