@@ -24,7 +24,7 @@
 //! buffered handle's position at the end of what was written.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -401,11 +401,47 @@ impl Write for WriteBehind {
     }
 }
 
+impl WriteBehind {
+    /// Reads `len` bytes of `file` (from its position) straight into the aligned buffers,
+    /// which the disk thread writes with direct I/O: one copy, and no page-cache pages
+    /// filled for the output.
+    fn read_in(&mut self, mut file: File, len: u64) -> io::Result<()> {
+        let mut left = len;
+        while left > 0 {
+            let mut cur = match self.cur.take() {
+                Some(b) => b,
+                None => self.free_block()?,
+            };
+            let at = self.start(&cur) + self.filled;
+            let room = DIRECT + cur.base - at;
+            let want = room.min(usize::try_from(left).unwrap_or(usize::MAX));
+            let read = file.read(&mut cur.bytes[at..at + want]);
+            self.cur = Some(cur);
+            let n = match read {
+                Ok(0) => return Err(archive::short_file(len - left, len)),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.filled += n;
+            left -= n as u64;
+            if n == room {
+                self.drain(false)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl TakeFile for WriteBehind {
-    /// `copy_file_range` (through `io::copy`), a window at a time with write-back started
-    /// after each: the spool's pages are copied inside the kernel, never through this
-    /// process's memory, and the disk starts on them while the copy goes on.
+    /// With direct I/O, the file is read into the aligned buffers ([`WriteBehind::read_in`]).
+    /// Without, `copy_file_range` (through `io::copy`), a window at a time with write-back
+    /// started after each: the spool's pages are copied inside the kernel, never through
+    /// this process's memory, and the disk starts on them while the copy goes on.
     fn take_file(&mut self, file: File, len: u64) -> io::Result<()> {
+        if self.direct.is_some() || self.disk.is_some() {
+            return self.read_in(file, len);
+        }
         self.flush()?;
         let mut left = len;
         while left > 0 {
@@ -538,6 +574,35 @@ mod tests {
         } else {
             assert_eq!(used, 0);
         }
+    }
+
+    /// A taken file goes to the disk directly too (read into the aligned buffers), from any
+    /// offset of the output.
+    #[test]
+    fn taken_files_go_to_the_disk_directly() {
+        let dir = std::env::temp_dir();
+        let direct = direct_io_works(&dir);
+        let t = pattern(4 * DIRECT + 99, 7);
+        let mut spool = tempfile::tempfile().unwrap();
+        spool.write_all(&t).unwrap();
+        spool.rewind().unwrap();
+        let mut w = WriteBehind::new(tempfile::tempfile_in(&dir).unwrap());
+        w.write_all(b"0123456789").unwrap();
+        w.take_file(spool, t.len() as u64).unwrap();
+        w.flush().unwrap();
+        if direct {
+            assert!(
+                w.direct_bytes() >= 4 * DIRECT as u64 - ALIGN as u64,
+                "only {} bytes went to the disk directly",
+                w.direct_bytes()
+            );
+        } else {
+            assert_eq!(w.direct_bytes(), 0);
+        }
+        let f = w.into_inner().unwrap();
+        let got = content(&f);
+        assert_eq!(&got[..10], b"0123456789");
+        assert!(got[10..] == t[..], "the taken file's bytes differ");
     }
 
     /// Without direct I/O (a file system that refuses it) every byte goes through the page
