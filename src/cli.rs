@@ -156,8 +156,8 @@ struct BuildArgs {
     /// Images exported at once: the next N-1 are exported and rewritten ahead of the one
     /// being written, into spool files moved into the output as they grow; the output is
     /// the same whatever N is. Images are inspected and pulled max(N, 4) at once. Default
-    /// 2, faster than 3 in every alternated pair measured on 2 cores (see README,
-    /// Performance).
+    /// 2: on 2 cores, 3 and 4 were no faster in the benchmark and hold more memory (see
+    /// README, Performance).
     #[arg(short, long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     jobs: u16,
     /// The image cache directory (default: $XDG_CACHE_HOME/imagesmith, else

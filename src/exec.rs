@@ -6,9 +6,9 @@
 //! Later images (up to `ahead` at a time, the largest first) are exported and rewritten at
 //! the same time on helper threads, each into a spool file holding its entries as a tar
 //! ([`GrowingSpool`]); at its turn a spool is handed to the sink as it grows
-//! ([`Sink::append_tar`]): a tar output file takes it with `copy_file_range`, inside the
-//! kernel, so several images at once cost no second pass through this process (the other
-//! formats read the entries back). When the executor catches up with a helper that is still
+//! ([`Sink::append_tar`]): a tar output file takes its bytes whole, without parsing them
+//! again (read into the output's direct-I/O buffers, or moved with `copy_file_range` where
+//! the file system refuses direct I/O; the other formats read the entries back). When the executor catches up with a helper that is still
 //! exporting, the spool hands the rest over in memory, so it is written once. The output is
 //! the same bytes whatever `ahead` is.
 

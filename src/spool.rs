@@ -9,8 +9,8 @@
 //! rest of the image goes into the output once, not into the spool and then copied.
 //!
 //! The writer writes at explicit offsets (`pwrite`) and never moves the file offset; the
-//! reader owns it, so handles it hands out ([`archive::Spool::next_piece`]) can be copied
-//! from with `copy_file_range` in order.
+//! reader owns it, so handles it hands out ([`archive::Spool::next_piece`]) can be read (or
+//! copied from with `copy_file_range`) in order.
 
 use std::collections::VecDeque;
 use std::fs::File;
