@@ -8,9 +8,9 @@
 //! ([`GrowingSpool`]); at its turn a spool is handed to the sink as it grows
 //! ([`Sink::append_tar`]): a tar output file takes its bytes whole, without parsing them
 //! again (read into the output's direct-I/O buffers, or moved with `copy_file_range` where
-//! the file system refuses direct I/O; the other formats read the entries back). When the executor catches up with a helper that is still
-//! exporting, the spool hands the rest over in memory, so it is written once. The output is
-//! the same bytes whatever `ahead` is.
+//! the file system refuses direct I/O; the other formats read the entries back). When the
+//! executor catches up with a helper that is still exporting, the spool hands the rest over
+//! in memory, so it is written once. The output is the same bytes whatever `ahead` is.
 
 use std::collections::HashSet;
 use std::fs::File;

@@ -1,10 +1,10 @@
 //! A writer on its own thread: the stage that writes the output overlaps the stages that
 //! read and rewrite images. Used for standard output, devices, FIFOs and output files
 //! without direct I/O; an output file with direct I/O has a disk thread of its own
-//! ([`super::writeback`]) and no writing thread in front of it. [`Threaded`] collects writes into large chunks and hands them
-//! to a thread that owns the real writer, through a bounded queue (at most [`DEPTH`] chunks
-//! of [`CHUNK`] bytes in flight, so memory stays bounded); emptied chunks come back for
-//! reuse. A write error of the thread is returned by the next write or by
+//! ([`super::writeback`]) and no writing thread in front of it. [`Threaded`] collects
+//! writes into large chunks and hands them to a thread that owns the real writer, through
+//! a bounded queue (at most [`DEPTH`] chunks of [`CHUNK`] bytes in flight, so memory stays
+//! bounded); emptied chunks come back for reuse. A write error of the thread is returned by the next write or by
 //! [`Threaded::finish`], with its kind kept (a closed pipe stays `BrokenPipe`).
 //!
 //! A file can be queued too ([`TakeFile`]): the thread copies it in, after what was
