@@ -359,7 +359,7 @@ pub struct AtomicFile {
 
 /// How an [`AtomicFile`]'s bytes reach its file.
 enum Writer {
-    /// With direct I/O the [`WriteBehind`]'s own disk thread makes the writes, so the bytes
+    /// With direct I/O the [`WriteBehind`]'s own disk threads make the writes, so the bytes
     /// are copied once, into its aligned buffers, by the thread that produces them. (A
     /// writing thread in front of it cost a second copy of every byte: the warm spec's
     /// system and user CPU, README Performance.)

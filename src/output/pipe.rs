@@ -1,6 +1,6 @@
 //! A writer on its own thread: the stage that writes the output overlaps the stages that
 //! read and rewrite images. Used for standard output, devices, FIFOs and output files
-//! without direct I/O; an output file with direct I/O has a disk thread of its own
+//! without direct I/O; an output file with direct I/O has disk threads of its own
 //! ([`super::writeback`]) and no writing thread in front of it. [`Threaded`] collects
 //! writes into large chunks and hands them to a thread that owns the real writer, through
 //! a bounded queue (at most [`DEPTH`] chunks of [`CHUNK`] bytes in flight, so memory stays
@@ -23,7 +23,7 @@ use crate::archive::TakeFile;
 /// 32.0 MiB, with 256 KiB chunks at 29.6 MiB, no slower.)
 pub const CHUNK: usize = 256 << 10;
 /// Chunks queued for the writing thread at most (besides the one it is writing). One: an
-/// output file's own disk thread keeps a piece in flight while the writing thread fills the
+/// output file's own disk threads keep pieces in flight while the writing thread fills the
 /// next ([`super::writeback`]), so a deeper queue would only add 256 KiB of memory per chunk.
 pub const DEPTH: usize = 1;
 

@@ -10,9 +10,14 @@
 //!   0.2 s of system CPU and 1.4 s (`dd bs=4M`). The few bytes that do not fill an aligned
 //!   block (after a taken file, at the end) are written through the page cache. Where the
 //!   file system refuses `O_DIRECT`, everything is written through the page cache.
-//! - The direct writes are made by a thread of their own ([`DiskThread`]), with three
-//!   buffers: the disk writes from two while the next is filled. Measured on the benchmark's warm spec
-//!   (2.3 GB from the cache): the disk was idle while its writer copied the next piece in.
+//! - The direct writes are made by threads of their own ([`DiskThread`]): [`WRITERS`] of
+//!   them, so that the disk has two writes at once, and [`BUFFERS`] buffers, so that both
+//!   write while the next piece is filled. Measured on the benchmark's warm spec (2.3 GB
+//!   from the cache): with the writes made by the thread filling the buffer, the disk was
+//!   idle while the next piece was copied in; with one disk thread and three buffers,
+//!   2.09–2.75 s (median 2.24) against 1.93–2.98 s (2.11) with two and four (eight
+//!   alternated pairs, with the kernel streamed), as `fio` finds on this disk (2285 MiB of
+//!   512 KiB direct writes: 2.20–2.40 s one at a time, 2.02–2.19 s four in flight).
 //! - Files ([`TakeFile`]) are read straight into the aligned buffers and written like the
 //!   bytes ([`WriteBehind::read_in`]): one copy into this process, no page-cache page filled
 //!   for the output. Measured on the benchmark's spec as `tar` (A/B, alternated): system CPU
@@ -26,7 +31,7 @@
 //!   took 0.5 s.
 //!
 //! Every write names its offset, so the handles never depend on a shared file position and
-//! never write the same block; [`Write::flush`] waits for the disk thread and leaves the
+//! never write the same block; [`Write::flush`] waits for the disk threads and leaves the
 //! buffered handle's position at the end of what was written.
 
 use std::fs::{File, OpenOptions};
@@ -34,6 +39,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::archive::{self, TakeFile};
@@ -41,17 +47,18 @@ use crate::archive::{self, TakeFile};
 /// Bytes between two write-back requests while a file is copied in.
 pub const WINDOW: u64 = 8 << 20;
 /// Bytes written with direct I/O at once (the size of each aligned buffer). 512 KiB pieces
-/// of `O_DIRECT` reach 1.1 GB/s here (`dd bs=512K oflag=direct`; 2 and 8 MiB pieces, or
-/// two writers at once, were no faster); larger ones would add to the peak RSS of every
-/// build.
+/// of `O_DIRECT` reach 1.1 GB/s here (`dd bs=512K oflag=direct`; 2 and 8 MiB pieces were no
+/// faster); larger ones would add to the peak RSS of every build.
 pub const DIRECT: usize = 512 << 10;
 /// Alignment of direct writes, in memory and in the file (a page: every block size of a
 /// Linux file system divides it).
 const ALIGN: usize = 4096;
-/// Aligned buffers at most: one being filled, two with the disk thread. (Two buffers were
-/// enough while a writing thread in front of this one queued 512 KiB more; without it, the
-/// warm spec of the benchmark took 2.26–2.54 s with two and 2.17–2.34 s with three.)
-const BUFFERS: usize = 3;
+/// Aligned buffers at most: one being filled, one with each disk thread and one queued for
+/// the first that is free. (With one disk thread, the warm spec of the benchmark took
+/// 2.26–2.54 s with two buffers and 2.17–2.34 s with three.)
+const BUFFERS: usize = 4;
+/// Threads making the direct writes, each one write at a time.
+const WRITERS: usize = 2;
 
 /// A second handle to `file`, for writing with `O_DIRECT` (its own open file description,
 /// so its flags are not `file`'s).
@@ -76,7 +83,7 @@ impl Block {
     }
 }
 
-/// A piece for the disk thread: `block.bytes[from..from + len]`, to be written at `at`.
+/// A piece for the disk threads: `block.bytes[from..from + len]`, to be written at `at`.
 struct DirectWrite {
     block: Block,
     from: usize,
@@ -87,45 +94,56 @@ struct DirectWrite {
 /// A piece written: its block back, and the bytes that went directly (or the error).
 type Done = (Block, io::Result<u64>);
 
-/// The thread that makes the direct writes.
+/// The threads that make the direct writes ([`WRITERS`] of them, taking pieces from one
+/// queue: the disk gets more than one write at a time).
 struct DiskThread {
     pieces: Option<SyncSender<DirectWrite>>,
     done: Receiver<Done>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl DiskThread {
-    /// Starts the thread: it writes through `direct`, or through `cached` (the same file,
-    /// through the page cache) once the file system refuses a direct write.
+    /// Starts the threads: each writes through `direct`, or through `cached` (the same
+    /// file, through the page cache) once the file system refuses a direct write.
     fn start(direct: File, cached: File) -> io::Result<DiskThread> {
         let (pieces, from_writer) = sync_channel::<DirectWrite>(BUFFERS);
         let (done_tx, done) = sync_channel::<Done>(BUFFERS);
-        let thread = std::thread::Builder::new()
-            .name("imagesmith-disk".into())
-            .spawn(move || {
-                let mut direct = Some(direct);
-                for p in from_writer {
-                    let bytes = &p.block.bytes[p.from..p.from + p.len];
-                    let result = write_piece(&mut direct, &cached, bytes, p.at);
-                    if done_tx.send((p.block, result)).is_err() {
-                        break;
+        let from_writer = Arc::new(Mutex::new(from_writer));
+        let mut threads = Vec::with_capacity(WRITERS);
+        for _ in 0..WRITERS {
+            let mut direct = Some(direct.try_clone()?);
+            let cached = cached.try_clone()?;
+            let from_writer = Arc::clone(&from_writer);
+            let done_tx = done_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name("imagesmith-disk".into())
+                .spawn(move || {
+                    // The lock is held only while waiting for the next piece.
+                    let next = || from_writer.lock().ok().and_then(|rx| rx.recv().ok());
+                    while let Some(p) = next() {
+                        let bytes = &p.block.bytes[p.from..p.from + p.len];
+                        let result = write_piece(&mut direct, &cached, bytes, p.at);
+                        if done_tx.send((p.block, result)).is_err() {
+                            break;
+                        }
                     }
-                }
-            })?;
+                })?;
+            threads.push(thread);
+        }
         Ok(DiskThread {
             pieces: Some(pieces),
             done,
-            thread: Some(thread),
+            threads,
         })
     }
 }
 
 impl Drop for DiskThread {
-    /// Lets the thread finish the piece it has and waits for it, so that no write lands
-    /// after the file was handed on.
+    /// Lets the threads finish the pieces they have and waits for them, so that no write
+    /// lands after the file was handed on.
     fn drop(&mut self) {
         self.pieces = None;
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -167,7 +185,7 @@ fn write_piece(direct: &mut Option<File>, cached: &File, bytes: &[u8], at: u64) 
 pub struct WriteBehind {
     /// The file, through the page cache.
     file: File,
-    /// The same file opened with `O_DIRECT`, until the disk thread takes it; `None` where
+    /// The same file opened with `O_DIRECT`, until the disk threads take it; `None` where
     /// that is refused (then every byte goes through the page cache).
     direct: Option<File>,
     /// Started by the first aligned piece (outputs written at offsets, such as the disk
@@ -175,10 +193,10 @@ pub struct WriteBehind {
     disk: Option<DiskThread>,
     /// The buffer being filled, allocated by the first write.
     cur: Option<Block>,
-    /// Buffers back from the disk thread, and how many exist.
+    /// Buffers back from the disk threads, and how many exist.
     spare: Vec<Block>,
     blocks: usize,
-    /// Pieces with the disk thread.
+    /// Pieces with the disk threads.
     in_flight: usize,
     /// File offset of the buffered bytes; they sit at `cur.bytes[base + pos % ALIGN..]`, so
     /// that a byte's address and its file offset agree modulo [`ALIGN`].
@@ -235,7 +253,7 @@ impl WriteBehind {
         block.base + (self.pos % ALIGN as u64) as usize
     }
 
-    /// The disk thread, started on first use; `None` without direct I/O.
+    /// The disk threads, started on first use; `None` without direct I/O.
     fn disk(&mut self) -> Option<&DiskThread> {
         if self.disk.is_none() {
             let direct = self.direct.take()?;
@@ -254,7 +272,7 @@ impl WriteBehind {
         self.disk.as_ref()
     }
 
-    /// Takes the next result of the disk thread: its block becomes spare.
+    /// Takes the next result of the disk threads: its block becomes spare.
     fn collect(&mut self) -> io::Result<()> {
         let Some(disk) = &self.disk else {
             return Ok(());
@@ -262,14 +280,14 @@ impl WriteBehind {
         let (block, result) = disk
             .done
             .recv()
-            .map_err(|_| io::Error::other("the output's disk thread stopped"))?;
+            .map_err(|_| io::Error::other("the output's disk threads stopped"))?;
         self.in_flight -= 1;
         self.spare.push(block);
         self.direct_bytes += result?;
         Ok(())
     }
 
-    /// Waits until the disk thread has written every piece.
+    /// Waits until the disk threads have written every piece.
     fn settle(&mut self) -> io::Result<()> {
         while self.in_flight > 0 {
             self.collect()?;
@@ -278,7 +296,7 @@ impl WriteBehind {
     }
 
     /// A free buffer: a spare one, a new one while there are fewer than [`BUFFERS`], else
-    /// the next one the disk thread is done with.
+    /// the next one a disk thread is done with.
     fn free_block(&mut self) -> io::Result<Block> {
         loop {
             if let Some(b) = self.spare.pop() {
@@ -333,7 +351,7 @@ impl WriteBehind {
     }
 
     /// Writes `len` aligned bytes of the current buffer, from `from`, at `at`: handed to the
-    /// disk thread, a free buffer taking the current one's place (through the page cache
+    /// disk threads, a free buffer taking the current one's place (through the page cache
     /// where there is no direct I/O). The `keep` bytes after them move to the start of the
     /// buffer filled next.
     fn write_body(&mut self, from: usize, len: usize, at: u64, keep: usize) -> io::Result<()> {
@@ -368,7 +386,7 @@ impl WriteBehind {
                 self.in_flight += 1;
                 Ok(())
             }
-            _ => Err(io::Error::other("the output's disk thread stopped")),
+            _ => Err(io::Error::other("the output's disk threads stopped")),
         }
     }
 
@@ -394,7 +412,7 @@ impl Write for WriteBehind {
         })
     }
 
-    /// Writes everything buffered, waits for the disk thread and leaves the file's position
+    /// Writes everything buffered, waits for the disk threads and leaves the file's position
     /// at its end.
     fn flush(&mut self) -> io::Result<()> {
         self.drain(true)?;
@@ -406,7 +424,7 @@ impl Write for WriteBehind {
 
 impl WriteBehind {
     /// Reads `len` bytes of `file` (from its position) straight into the aligned buffers,
-    /// which the disk thread writes with direct I/O: one copy, and no page-cache pages
+    /// which the disk threads write with direct I/O: one copy, and no page-cache pages
     /// filled for the output.
     fn read_in(&mut self, mut file: File, len: u64) -> io::Result<()> {
         let mut left = len;
