@@ -61,7 +61,6 @@ pub fn kernel(
         wanted: names.each_ref().map(Option::is_some),
         spooled: [None, None, None],
         written: [false; 3],
-        started: false,
     };
     archive::for_each_entry::<_, anyhow::Error, _>(src, |e, data| {
         let name = normalize(&e.path).unwrap_or_default();
@@ -112,10 +111,8 @@ struct Parts<'a> {
     wanted: [bool; 3],
     /// Parts read ahead of their turn.
     spooled: [Option<Part>; 3],
-    /// Parts in the output.
+    /// Parts in the output (`boot` and `boot/cmdline` are written before the first).
     written: [bool; 3],
-    /// Whether `boot` and `boot/cmdline` are in the output.
-    started: bool,
 }
 
 impl Parts<'_> {
@@ -136,8 +133,7 @@ impl Parts<'_> {
     ) -> anyhow::Result<()> {
         let write = |e: io::Error| anyhow::Error::new(e).context("writing the output");
         let mtime = self.mtime;
-        if !self.started {
-            self.started = true;
+        if !self.written.contains(&true) {
             self.sink
                 .append(&Entry::dir("boot", 0o755, mtime), &mut io::empty())
                 .map_err(write)?;
